@@ -1,0 +1,82 @@
+"""Shared fixtures: the real data folder, a real SentencePiece tokenizer and small real models.
+
+Nothing here is mocked: the tokenizer is trained with SentencePiece on the CC-100 sample, and
+the models are genuine transformers XLM-R modules, only small.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+XNLI_LANGUAGES = "ar bg de el en es fr hi ru sw th tr ur vi zh".split()
+
+
+def _data_root() -> Path | None:
+    value = os.environ.get("MMINILM_DATA")
+    return Path(value) if value else None
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """`$MMINILM_DATA` (the shared real data); tests that need it skip when it is unset."""
+    root = _data_root()
+    if root is None:
+        pytest.skip("MMINILM_DATA is not set: point it at the shared data folder (CI: ../shared/data)")
+    if not (root / "MANIFEST.md").is_file():
+        pytest.fail(f"MMINILM_DATA={root} does not look like the shared data folder (no MANIFEST.md)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def cc100_dir(data_dir: Path) -> Path:
+    return data_dir / "cc100_sample"
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tmp_path_factory: pytest.TempPathFactory, cc100_dir: Path) -> Path:
+    """A real XLM-R-layout SentencePiece tokenizer (vocab 2000) trained on the 15 XNLI languages."""
+    from mminilm.tokenizer import train_xlmr_tokenizer
+
+    output = tmp_path_factory.mktemp("tokenizer")
+    files = [cc100_dir / f"{lang}.txt" for lang in XNLI_LANGUAGES]
+    train_xlmr_tokenizer(files, output, vocab_size=2000, max_lines_per_file=800)
+    return output
+
+
+@pytest.fixture(scope="session")
+def tokenizer(tokenizer_dir: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(tokenizer_dir))
+
+
+def small_xlmr_config(vocab_size: int, hidden_size: int = 64, num_layers: int = 2, num_heads: int = 4,
+                      intermediate_size: int | None = None, **overrides):
+    """An XLM-R-architecture config (padding id 1, 514 positions, type vocab 1), only small."""
+    from transformers import XLMRobertaConfig
+
+    config = dict(
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        intermediate_size=intermediate_size or 4 * hidden_size,
+        max_position_embeddings=514,
+        type_vocab_size=1,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        layer_norm_eps=1e-5,
+    )
+    config.update(overrides)
+    return XLMRobertaConfig(**config)
+
+
+@pytest.fixture
+def torch_seed() -> int:
+    torch.manual_seed(0)
+    return 0
