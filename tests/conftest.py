@@ -38,12 +38,12 @@ def cc100_dir(data_dir: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def tokenizer_dir(tmp_path_factory: pytest.TempPathFactory, cc100_dir: Path) -> Path:
-    """A real XLM-R-layout SentencePiece tokenizer (vocab 2000) trained on the 15 XNLI languages."""
+    """A real XLM-R-layout SentencePiece tokenizer (vocab 3000) trained on the 15 XNLI languages."""
     from mminilm.tokenizer import train_xlmr_tokenizer
 
     output = tmp_path_factory.mktemp("tokenizer")
     files = [cc100_dir / f"{lang}.txt" for lang in XNLI_LANGUAGES]
-    train_xlmr_tokenizer(files, output, vocab_size=2000, max_lines_per_file=800)
+    train_xlmr_tokenizer(files, output, vocab_size=3000, max_lines_per_file=800, character_coverage=0.995)
     return output
 
 

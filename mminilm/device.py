@@ -1,0 +1,54 @@
+"""Device and mixed-precision selection, so the same code runs on a laptop CPU and a GPU node."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import torch
+
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """"auto" picks this process's CUDA device (LOCAL_RANK under torchrun), else MPS, else CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ValueError(f"--device {name!r} is not a torch device name (expected auto, cpu, cuda, cuda:N, mps)") from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name} asked for CUDA, but no CUDA device is available here")
+    return device
+
+
+def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
+    """The autocast dtype for `precision` on `device`, or None for plain fp32.
+
+    "auto" means bf16 where the hardware has it (CUDA with bf16 support), fp32 elsewhere: CPU
+    bf16 autocast is slower than fp32 on most CPUs without AMX, so it is opt-in there.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "fp32":
+        return None
+    if precision == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return None
+    if precision == "fp16" and device.type == "cpu":
+        raise ValueError("precision fp16 is not supported on CPU; use bf16 or fp32")
+    return torch.bfloat16 if precision == "bf16" else torch.float16
+
+
+def autocast_context(device: torch.device, precision: str = "auto") -> contextlib.AbstractContextManager:
+    """torch.autocast for the chosen precision, or a no-op context for fp32."""
+    dtype = autocast_dtype(device, precision)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)

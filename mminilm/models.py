@@ -1,0 +1,57 @@
+"""Loading teachers from wherever users keep them: an HF dir, a hub id, or a fairseq checkpoint."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from .fairseq_convert import convert_fairseq_xlmr, is_fairseq_checkpoint_dir
+
+
+def _default_cache_dir() -> Path:
+    return Path(os.environ.get("MMINILM_CACHE", Path.home() / ".cache" / "mminilm"))
+
+
+def resolve_teacher_dir(name_or_path: str, cache_dir: str | os.PathLike | None = None) -> str:
+    """An HF-loadable name or dir for `name_or_path`, converting a fairseq checkpoint dir once."""
+    path = Path(name_or_path)
+    if is_fairseq_checkpoint_dir(path):
+        key = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
+        target = Path(cache_dir or _default_cache_dir()) / "fairseq-converted" / f"{path.name}-{key}"
+        model_pt = path / "model.pt"
+        stamp = target / "converted_from.txt"
+        fingerprint = f"{model_pt.resolve()} {model_pt.stat().st_size} {model_pt.stat().st_mtime_ns}"
+        if not (stamp.is_file() and stamp.read_text() == fingerprint):
+            convert_fairseq_xlmr(path, target)
+            stamp.write_text(fingerprint)
+        return str(target)
+    if path.exists() and not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"teacher {name_or_path!r} is a path but holds neither a transformers model (config.json) nor a "
+            f"fairseq XLM-R checkpoint (model.pt + dict.txt + sentencepiece.bpe.model)"
+        )
+    return name_or_path
+
+
+def load_teacher(name_or_path: str, masked_lm: bool = True, cache_dir: str | None = None
+                 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """(model, tokenizer) for a teacher given as an HF dir, a hub id or a fairseq XLM-R dir.
+
+    The teacher is returned in eval mode. A hub id that cannot be fetched (offline machines)
+    fails with a message naming what to pass instead.
+    """
+    resolved = resolve_teacher_dir(name_or_path, cache_dir)
+    model_class = AutoModelForMaskedLM if masked_lm else AutoModel
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(resolved)
+        model = model_class.from_pretrained(resolved)
+    except OSError as error:
+        raise OSError(
+            f"could not load teacher {name_or_path!r}: {error}\nGive a local transformers dir or a fairseq XLM-R "
+            f"checkpoint dir (model.pt + dict.txt + sentencepiece.bpe.model), or go online for hub ids."
+        ) from error
+    model.eval()
+    return model, tokenizer

@@ -1,0 +1,76 @@
+"""Self-attention relations: masked log-softmax of scaled dot products between token vectors.
+
+Both MiniLM objectives compare *distributions over keys* for every query token, so everything
+reduces to one primitive: split a `(batch, seq, hidden)` tensor into heads, take the scaled dot
+product of two such tensors, mask padded keys and log-softmax. It is computed in fp32 whatever
+the input dtype, because under bf16/fp16 autocast the KL between two near-identical
+distributions otherwise drowns in rounding error.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def split_heads(states: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """(batch, seq, hidden) -> (batch, num_heads, seq, hidden // num_heads)."""
+    batch, seq, hidden = states.shape
+    if hidden % num_heads != 0:
+        raise ValueError(
+            f"hidden size {hidden} is not divisible by {num_heads} heads: choose a head count that divides it"
+        )
+    return states.view(batch, seq, num_heads, hidden // num_heads).transpose(1, 2)
+
+
+def relation_log_probs(
+    left: torch.Tensor,
+    right: torch.Tensor,
+    attention_mask: torch.Tensor,
+    num_heads: int,
+) -> torch.Tensor:
+    """log softmax(left_h · right_hᵀ / √d_h) per head, with padded keys masked out.
+
+    Args:
+        left: (batch, seq, hidden) queries of the relation (Q for attention, A for A-A relations).
+        right: (batch, seq, hidden) keys of the relation.
+        attention_mask: (batch, seq), 1 (or True) for real tokens.
+        num_heads: how many heads to split `hidden` into; d_h = hidden / num_heads.
+
+    Returns:
+        (batch, num_heads, seq, seq) fp32 log-probabilities over the key axis. Padded keys get a
+        large negative *finite* value (never -inf), so a fully padded row stays finite and
+        `exp(log p) * (...)` is exactly 0 there instead of NaN.
+    """
+    left_heads = split_heads(left.float(), num_heads)  # (batch, heads, seq, d_h)
+    right_heads = split_heads(right.float(), num_heads)  # (batch, heads, seq, d_h)
+    scale = 1.0 / math.sqrt(left_heads.shape[-1])
+    scores = torch.matmul(left_heads, right_heads.transpose(-1, -2)) * scale  # (batch, heads, seq, seq)
+    key_is_padding = ~attention_mask.bool()[:, None, None, :]  # (batch, 1, 1, seq)
+    scores = scores.masked_fill(key_is_padding, torch.finfo(scores.dtype).min)
+    return torch.log_softmax(scores, dim=-1)
+
+
+def masked_relation_kl(
+    teacher_log_probs: torch.Tensor,
+    student_log_probs: torch.Tensor,
+    attention_mask: torch.Tensor,
+) -> torch.Tensor:
+    """KL(teacher ‖ student), mean over heads and over the batch's real query tokens.
+
+    A token-level mean (sum over real queries / number of real queries in the whole batch) rather
+    than a per-sequence mean: padding a batch further, or batching sequences of other lengths
+    together, then leaves the loss unchanged.
+
+    Args:
+        teacher_log_probs, student_log_probs: (batch, heads, seq, seq) from `relation_log_probs`.
+        attention_mask: (batch, seq), 1 for real tokens.
+    """
+    teacher_probs = teacher_log_probs.exp()
+    # Masked keys have teacher prob exactly 0, so they contribute 0 (not 0 * inf).
+    kl_per_query = (teacher_probs * (teacher_log_probs - student_log_probs)).sum(dim=-1)  # (batch, heads, seq)
+    kl_per_token = kl_per_query.mean(dim=1)  # (batch, seq): mean over heads
+    query_mask = attention_mask.to(kl_per_token.dtype)
+    num_real = query_mask.sum().clamp(min=1.0)
+    return (kl_per_token * query_mask).sum() / num_real

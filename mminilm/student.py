@@ -1,0 +1,106 @@
+"""Build a student from a teacher: same vocabulary, tokenizer and position scheme, smaller body."""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, XLMRobertaConfig, XLMRobertaForMaskedLM
+
+from .atomic import atomic_write_dir
+from .qkv_capture import encoder_layers
+
+
+@dataclass
+class StudentConfig:
+    """The student's shape. Width and depth are free for MiniLMv2; MiniLM v1 needs the teacher's head count.
+
+    init_from_teacher copies the embeddings and every k-th teacher layer (k = teacher layers //
+    student layers, taking layers k-1, 2k-1, ...) when the widths match, a cheap warm start.
+    """
+
+    num_layers: int = 12
+    hidden_size: int = 384
+    num_heads: int = 12
+    intermediate_size: int | None = None  # default 4 × hidden_size
+    init_from_teacher: bool = False
+
+    def validate(self) -> None:
+        for name in ("num_layers", "hidden_size", "num_heads"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"student {name} must be positive, got {getattr(self, name)}")
+        if self.hidden_size % self.num_heads != 0:
+            raise ValueError(
+                f"student hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}"
+            )
+
+
+def student_model_config(teacher_config, config: StudentConfig) -> XLMRobertaConfig:
+    """The teacher's config with the student's shape: vocab, positions, padding and LN eps are kept."""
+    config.validate()
+    values = teacher_config.to_dict()
+    for key in ("_name_or_path", "architectures", "transformers_version", "torch_dtype", "dtype", "model_type"):
+        values.pop(key, None)
+    values.update(
+        num_hidden_layers=config.num_layers,
+        hidden_size=config.hidden_size,
+        num_attention_heads=config.num_heads,
+        intermediate_size=config.intermediate_size or 4 * config.hidden_size,
+    )
+    student_config = XLMRobertaConfig(**values)
+    student_config.architectures = ["XLMRobertaForMaskedLM"]
+    return student_config
+
+
+def build_student(teacher: PreTrainedModel, config: StudentConfig, seed: int | None = None) -> XLMRobertaForMaskedLM:
+    """A randomly initialised (or teacher-initialised) XLM-R masked-LM student.
+
+    It is a *ForMaskedLM so that the same student serves the MiniLM objectives (which ignore the
+    LM head) and the MLM / logit-KD baselines; `AutoModel.from_pretrained` on its saved dir
+    loads the encoder alone.
+    """
+    if seed is not None:
+        torch.manual_seed(seed)
+    student = XLMRobertaForMaskedLM(student_model_config(teacher.config, config))
+    if config.init_from_teacher:
+        _copy_teacher_layers(teacher, student, config)
+    return student
+
+
+def _copy_teacher_layers(teacher: PreTrainedModel, student: PreTrainedModel, config: StudentConfig) -> None:
+    if teacher.config.hidden_size != config.hidden_size or teacher.config.intermediate_size != student.config.intermediate_size:
+        raise ValueError(
+            "init_from_teacher needs the student's hidden_size and intermediate_size to equal the teacher's "
+            f"({teacher.config.hidden_size}, {teacher.config.intermediate_size}); got "
+            f"({config.hidden_size}, {student.config.intermediate_size})"
+        )
+    if teacher.config.num_attention_heads != config.num_heads:
+        raise ValueError("init_from_teacher needs the teacher's number of attention heads")
+    teacher_layers, student_layers = encoder_layers(teacher), encoder_layers(student)
+    if len(student_layers) > len(teacher_layers):
+        raise ValueError("init_from_teacher needs a student with at most as many layers as the teacher")
+    step = len(teacher_layers) // len(student_layers)
+    teacher_base, student_base = teacher.base_model, student.base_model
+    student_base.embeddings.load_state_dict(teacher_base.embeddings.state_dict())
+    for student_index in range(len(student_layers)):
+        source = teacher_layers[(student_index + 1) * step - 1]
+        student_layers[student_index].load_state_dict(copy.deepcopy(source.state_dict()))
+    teacher_lm_head = getattr(teacher, "lm_head", None)
+    if teacher_lm_head is not None:
+        student.lm_head.load_state_dict(teacher_lm_head.state_dict())
+    student.tie_weights()
+
+
+def save_student(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, output_dir: str | os.PathLike) -> Path:
+    """A plain `save_pretrained` dir + tokenizer, written atomically.
+
+    Loadable with `AutoModel`/`AutoTokenizer` and nothing from this project: users ship it as is.
+    """
+    def write(tmp: Path) -> None:
+        model.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+
+    return atomic_write_dir(output_dir, write)
