@@ -1,0 +1,59 @@
+"""`python -m corpora stats DIR`: the table to check before a week-long distillation run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .index import corpus_sizes
+from .sampler import smoothed_probabilities
+
+
+def stats_table(sizes: dict[str, int], alpha: float) -> list[dict[str, float | str]]:
+    """Rows: language, bytes, p (natural share), q (sampling probability), upsampling q/p.
+
+    Every draw yields one block of max_length tokens, so q is also the expected share of
+    training tokens per language.
+    """
+    total = sum(sizes.values())
+    q = smoothed_probabilities(sizes, alpha)
+    rows = []
+    for lang in sorted(sizes, key=lambda l: -sizes[l]):
+        p = sizes[lang] / total
+        rows.append({"language": lang, "bytes": sizes[lang], "p": p, "q": q[lang], "token_share": q[lang],
+                     "upsampling": q[lang] / p})
+    return rows
+
+
+def format_markdown(rows: list[dict], alpha: float) -> str:
+    lines = [f"| language | text bytes | p (natural) | q (alpha={alpha}) | expected token share | upsampling q/p |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        lines.append(f"| {row['language']} | {row['bytes']:,} | {row['p']:.4f} | {row['q']:.4f} | "
+                     f"{100 * row['token_share']:.2f}% | {row['upsampling']:.2f}x |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m corpora", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    stats = sub.add_parser("stats", help="per-language sizes, sampling probabilities and token shares")
+    stats.add_argument("corpus_dir", help="directory with one {lang}.txt[.xz|.gz|.zst] per language")
+    stats.add_argument("--alpha", type=float, default=0.3, help="sampling exponent in (0, 1] (default 0.3)")
+    stats.add_argument("--languages", nargs="+", default=None, help="restrict to these languages")
+    stats.add_argument("--cache-dir", default=None, help="where to keep the size index if the corpus is read-only")
+    stats.add_argument("--json", action="store_true", help="print JSON instead of a Markdown table")
+    args = parser.parse_args(argv)
+    try:
+        sizes = corpus_sizes(args.corpus_dir, args.languages, args.cache_dir)
+        rows = stats_table(sizes, args.alpha)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(rows, indent=1) if args.json else format_markdown(rows, args.alpha))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
