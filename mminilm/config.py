@@ -1,0 +1,147 @@
+"""Training configuration as one dataclass; the CLI and YAML files are generated from it.
+
+Defaults are the real thing (an XLM-R-base teacher, an L12-H384 student, 512-token blocks,
+paper-style optimisation: AdamW, peak lr 6e-4 with 4k warmup steps and linear decay, as in
+MiniLMv2's small-model recipe); the tiny preset overrides them from the recipe.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+XNLI_LANGUAGES = ["ar", "bg", "de", "el", "en", "es", "fr", "hi", "ru", "sw", "th", "tr", "ur", "vi", "zh"]
+OBJECTIVES = ("minilm", "minilmv2", "mlm", "logit_kd")
+
+
+def _field(default: Any, help: str, **kwargs: Any) -> Any:
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help, **kwargs})
+    return field(default=default, metadata={"help": help, **kwargs})
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = _field("runs/distill", "where checkpoints, logs, config and the final model/ go")
+    objective: str = _field("minilm", "minilm | minilmv2 (self-attention distillation) | mlm | logit_kd (baselines)",
+                            choices=OBJECTIVES)
+    teacher: str = _field("xlm-roberta-base", "teacher: HF dir, hub id, or fairseq XLM-R dir (model.pt+dict.txt+spm)")
+    relations: str = _field("attention,value", "MiniLM relations: 'attention,value' (paper) or 'attention' (ablation)")
+    teacher_layer: int = _field(-1, "teacher layer to distil (-1 = last; MiniLMv2 large teachers: an upper-middle one)")
+    student_layer: int = _field(-1, "student layer that mimics it (-1 = last)")
+    relation_heads: int = _field(0, "MiniLMv2 relation heads (0 = the teacher's attention heads)")
+    student_layers: int = _field(12, "student Transformer layers")
+    student_hidden: int = _field(384, "student hidden size")
+    student_heads: int = _field(12, "student attention heads (MiniLM v1: must equal the teacher's)")
+    student_intermediate: int = _field(0, "student FFN size (0 = 4 x hidden)")
+    student_init: str = _field("", "start the student from this HF model dir instead of random init")
+    init_from_teacher: bool = _field(False, "initialise the student from every k-th teacher layer (equal widths only)")
+    corpus: str = _field("", "CC-100-layout dir: one {lang}.txt[.xz|.gz|.zst] per language")
+    languages: list = _field(list(XNLI_LANGUAGES), "languages to train on (default: the 15 XNLI languages)")
+    alpha: float = _field(0.3, "language sampling exponent q_i ∝ p_i^alpha, in (0, 1]")
+    packing: str = _field("concat", "concat (documents joined by </s>) | document (blocks never span documents)",
+                          choices=("concat", "document"))
+    max_length: int = _field(512, "tokens per block")
+    batch_size: int = _field(32, "blocks per micro-batch per process")
+    grad_accum: int = _field(1, "micro-batches per optimizer step")
+    steps: int = _field(400_000, "optimizer steps")
+    lr: float = _field(6e-4, "peak learning rate")
+    warmup_steps: int = _field(4000, "linear warmup steps, then linear decay to 0")
+    weight_decay: float = _field(0.01, "AdamW weight decay (not on biases and LayerNorm)")
+    adam_beta2: float = _field(0.999, "AdamW beta2")
+    max_grad_norm: float = _field(1.0, "gradient clipping norm (0 = off)")
+    mlm_probability: float = _field(0.15, "masking rate for the mlm and logit_kd objectives")
+    kd_temperature: float = _field(1.0, "softmax temperature for logit_kd")
+    seed: int = _field(42, "seed for init, data stream and dropout")
+    device: str = _field("auto", "auto | cpu | cuda | cuda:N | mps")
+    precision: str = _field("auto", "auto (bf16 where supported) | bf16 | fp16 | fp32",
+                            choices=("auto", "bf16", "fp16", "fp32"))
+    save_every: int = _field(1000, "checkpoint every N steps (atomic; the last 2 are kept)")
+    log_every: int = _field(10, "log every N steps")
+    resume: bool = _field(False, "continue from the latest checkpoint in output_dir")
+    cache_dir: str = _field("", "cache for corpus size indexes and converted fairseq teachers")
+    num_workers: int = _field(0, "DataLoader workers (0 keeps the exact-resume guarantee)")
+    tensorboard: bool = _field(True, "also write TensorBoard events when tensorboard is installed")
+
+    def validate(self) -> None:
+        problems = []
+        if self.objective not in OBJECTIVES:
+            problems.append(f"--objective must be one of {OBJECTIVES}")
+        if not self.corpus:
+            problems.append("--corpus is required: a CC-100-layout directory")
+        elif not Path(self.corpus).is_dir():
+            problems.append(f"--corpus {self.corpus} is not a directory")
+        if self.objective != "mlm" and not self.teacher:
+            problems.append(f"--teacher is required for --objective {self.objective}")
+        for name in ("max_length", "batch_size", "grad_accum", "steps", "save_every", "log_every"):
+            if getattr(self, name) <= 0:
+                problems.append(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if not 0 < self.alpha <= 1:
+            problems.append(f"--alpha must be in (0, 1], got {self.alpha}")
+        if not self.languages:
+            problems.append("--languages is empty")
+        relations = tuple(r for r in self.relations.split(",") if r)
+        if not relations or set(relations) - {"attention", "value"}:
+            problems.append(f"--relations must be 'attention,value' or 'attention', got {self.relations!r}")
+        if problems:
+            raise ValueError("invalid training configuration:\n  " + "\n  ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def build_parser(config_class=TrainConfig, prog: str | None = None, description: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=description,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--config", default=None, help="YAML file of options (command-line flags override it)")
+    for f in dataclasses.fields(config_class):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        help_text = f.metadata.get("help", "")
+        if isinstance(default, bool):
+            parser.add_argument(flag, default=None, action=argparse.BooleanOptionalAction, help=f"{help_text} (default: {default})")
+        elif isinstance(default, list):
+            parser.add_argument(flag, nargs="+", default=None, help=f"{help_text} (default: {' '.join(default)})")
+        else:
+            parser.add_argument(flag, type=type(default), default=None, choices=f.metadata.get("choices"),
+                                help=f"{help_text} (default: {default})")
+    return parser
+
+
+def parse_config(argv: list[str] | None = None, config_class=TrainConfig, prog: str | None = None,
+                 description: str | None = None):
+    """Defaults < YAML --config < command-line flags."""
+    parser = build_parser(config_class, prog, description)
+    args = parser.parse_args(argv)
+    values: dict[str, Any] = {}
+    if args.config:
+        path = Path(args.config)
+        if not path.is_file():
+            parser.error(f"--config {path} does not exist")
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            parser.error(f"--config {path} must be a YAML mapping of option: value")
+        known = {f.name for f in dataclasses.fields(config_class)}
+        unknown = sorted(set(k.replace("-", "_") for k in loaded) - known)
+        if unknown:
+            parser.error(f"--config {path}: unknown options {unknown}")
+        values.update({k.replace("-", "_"): v for k, v in loaded.items()})
+    for f in dataclasses.fields(config_class):
+        value = getattr(args, f.name)
+        if value is not None:
+            values[f.name] = value
+    return config_class(**values)
+
+
+def save_config(config: Any, output_dir: Path) -> None:
+    """The effective configuration, next to the run, as JSON and YAML."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    data = dataclasses.asdict(config)
+    (output_dir / "config.json").write_text(json.dumps(data, indent=2) + "\n")
+    (output_dir / "config.yaml").write_text(yaml.safe_dump(data, sort_keys=False))

@@ -1,0 +1,125 @@
+"""The trainer as users run it: real subprocesses, a real SIGKILL, real torchrun with gloo."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import XLMRobertaForMaskedLM
+
+from conftest import small_xlmr_config
+from mminilm.run_logging import read_jsonl
+
+REPO = Path(__file__).resolve().parents[1]
+LANGS = ["sw", "yo", "jv", "tl"]
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory, tokenizer):
+    directory = tmp_path_factory.mktemp("teacher")
+    torch.manual_seed(0)
+    model = XLMRobertaForMaskedLM(small_xlmr_config(len(tokenizer), hidden_size=64, num_heads=4, num_layers=3,
+                                                    initializer_range=0.1))
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def _env():
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+    return env
+
+
+def _args(teacher_dir, cc100_dir, output, steps=12, extra=()):
+    return ["--teacher", str(teacher_dir), "--corpus", str(cc100_dir), "--languages", *LANGS,
+            "--output-dir", str(output), "--student-layers", "2", "--student-hidden", "32", "--student-heads", "4",
+            "--max-length", "32", "--batch-size", "4", "--steps", str(steps), "--warmup-steps", "2", "--lr", "3e-3",
+            "--save-every", "4", "--log-every", "1", "--seed", "3", "--device", "cpu", "--no-tensorboard",
+            "--cache-dir", str(output.parent / "cache"), *extra]
+
+
+def _distill(args, **kwargs):
+    return subprocess.run([sys.executable, "-m", "mminilm.distill", *args], cwd=REPO, env=_env(),
+                          capture_output=True, text=True, timeout=600, **kwargs)
+
+
+@pytest.mark.parametrize("objective", ["minilm", "minilmv2", "logit_kd", "mlm"])
+def test_every_objective_trains_and_saves_a_student(tmp_path, teacher_dir, cc100_dir, objective):
+    out = tmp_path / objective
+    extra = ["--objective", objective] + (["--relation-heads", "8"] if objective == "minilmv2" else [])
+    result = _distill(_args(teacher_dir, cc100_dir, out, steps=16, extra=extra))
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = read_jsonl(out / "train_log.jsonl")
+    assert [r["step"] for r in log] == list(range(1, 17))
+    first, last = sum(r["loss"] for r in log[:4]) / 4, sum(r["loss"] for r in log[-4:]) / 4
+    assert last < first, (objective, first, last)
+    assert set().union(*(r["tokens"] for r in log)) <= set(LANGS)
+    assert (out / "model" / "config.json").is_file() and (out / "model" / "tokenizer.json").is_file()
+    assert json.loads((out / "config.json").read_text())["objective"] == objective
+    assert (out / "train.log").read_text().count("saved") == 1
+
+
+def test_killed_run_resumes_with_the_same_loss_sequence(tmp_path, teacher_dir, cc100_dir):
+    reference = tmp_path / "reference"
+    assert _distill(_args(teacher_dir, cc100_dir, reference)).returncode == 0
+    killed = tmp_path / "killed"
+    process = subprocess.Popen([sys.executable, "-m", "mminilm.distill", *_args(teacher_dir, cc100_dir, killed)],
+                               cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log_path = killed / "train_log.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline:  # kill between the step-4 and step-8 checkpoints
+        if log_path.is_file() and len(log_path.read_text().splitlines()) >= 6:
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    steps_before_kill = len(log_path.read_text().splitlines())
+    assert 6 <= steps_before_kill < 12, "the run must be killed mid-way for this test to mean anything"
+    assert not (killed / "model").exists()
+    resumed = _distill(_args(teacher_dir, cc100_dir, killed, extra=["--resume"]))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stderr
+    expected = [r["loss"] for r in read_jsonl(reference / "train_log.jsonl")]
+    got = [r["loss"] for r in read_jsonl(log_path)]
+    assert got == expected  # bit-for-bit: weights, optimizer, RNG and data stream were all restored
+    a = XLMRobertaForMaskedLM.from_pretrained(reference / "model").state_dict()
+    b = XLMRobertaForMaskedLM.from_pretrained(killed / "model").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # starting again without --resume would silently overwrite: refused with a clear message
+    again = _distill(_args(teacher_dir, cc100_dir, killed))
+    assert again.returncode == 2 and "pass --resume" in again.stderr
+
+
+def test_torchrun_two_processes_stay_in_sync(tmp_path, teacher_dir, cc100_dir):
+    out = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+               "-m", "mminilm.distill", *_args(teacher_dir, cc100_dir, out, steps=8)]
+    result = subprocess.run(command, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    checkpoint = out / "checkpoints" / (out / "checkpoints" / "latest").read_text().strip()
+    rank0 = torch.load(checkpoint / "rank0.pt", weights_only=False)
+    rank1 = torch.load(checkpoint / "rank1.pt", weights_only=False)
+    assert rank0["param_checksum"] == rank1["param_checksum"]
+    trainer_state = torch.load(checkpoint / "trainer.pt", weights_only=False)
+    assert sum(float(v.double().sum()) for v in trainer_state["student"].values()) != 0
+    # each rank read its own slice of the data
+    assert rank0["data"]["sampler"]["rank"] != rank1["data"]["sampler"]["rank"]
+    assert rank0["data"]["packers"] != rank1["data"]["packers"]
+    log = read_jsonl(out / "train_log.jsonl")
+    assert len(log) == 8 and log[0]["tokens_per_s"] > 0
+
+
+def test_bad_options_fail_early_with_names(tmp_path, teacher_dir, cc100_dir):
+    result = _distill(["--teacher", str(teacher_dir), "--corpus", str(tmp_path / "missing"), "--output-dir", str(tmp_path / "o")])
+    assert result.returncode == 2 and "--corpus" in result.stderr and "not a directory" in result.stderr
+    result = _distill(_args(teacher_dir, cc100_dir, tmp_path / "o2", extra=["--languages", "xx"]))
+    assert result.returncode == 2 and "languages ['xx'] not found" in result.stderr
+    result = _distill(_args(teacher_dir, cc100_dir, tmp_path / "o3", extra=["--student-heads", "2"]))
+    assert result.returncode == 2 and "equal attention head counts" in result.stderr
