@@ -1,0 +1,122 @@
+"""The fine-tuning loop shared by the XNLI and MLQA transfer tasks.
+
+English-only fine-tuning is where zero-shot numbers are won or lost, so both tasks use the
+same, standard recipe: AdamW, linear warmup (10%) and decay, gradient clipping, seeded shuffling,
+bf16 autocast where the device has it, and a JSONL line per logged step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from mminilm.device import autocast_context
+from mminilm.schedule import adamw_without_decay_on_norms, linear_warmup_decay
+
+
+@dataclass
+class FinetuneSettings:
+    epochs: float = 2.0
+    batch_size: int = 32
+    lr: float = 2e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    max_grad_norm: float = 1.0
+    seed: int = 42
+    precision: str = "auto"
+    log_every: int = 10
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def finetune(model: torch.nn.Module, features: Mapping[str, torch.Tensor], settings: FinetuneSettings,
+             device: torch.device, log_path: Path, description: str,
+             loss_fn: Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor] | None = None,
+             select_on: Callable[[torch.nn.Module], float] | None = None) -> list[float]:
+    """Train `model` on the rows of `features` (all tensors share dim 0); returns the step losses.
+
+    With `select_on` (a dev-set score, higher is better), it is called after every epoch and the
+    best epoch's weights are kept: model selection on English dev, as in XTREME.
+    """
+    seed_everything(settings.seed)
+    size = len(next(iter(features.values())))
+    if size == 0:
+        raise ValueError("no training examples")
+    steps_per_epoch = math.ceil(size / settings.batch_size)
+    total_steps = max(1, math.ceil(steps_per_epoch * settings.epochs))
+    optimizer = adamw_without_decay_on_norms(model, settings.lr, settings.weight_decay)
+    scheduler = linear_warmup_decay(optimizer, int(settings.warmup_ratio * total_steps), total_steps)
+    generator = torch.Generator().manual_seed(settings.seed)
+    model.to(device).train()
+    losses: list[float] = []
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    order = torch.empty(0, dtype=torch.long)
+    best_score, best_state = -math.inf, None
+    with open(log_path, "w") as log, tqdm(total=total_steps, desc=description, dynamic_ncols=True,
+                                          mininterval=1.0 if sys.stderr.isatty() else 30.0) as progress:
+        for step in range(total_steps):
+            position = (step % steps_per_epoch) * settings.batch_size
+            if step % steps_per_epoch == 0:
+                order = torch.randperm(size, generator=generator)
+            rows = order[position: position + settings.batch_size]
+            batch = {name: tensor[rows].to(device) for name, tensor in features.items()}
+            with autocast_context(device, settings.precision):
+                loss = loss_fn(model, batch) if loss_fn else model(**batch).loss
+            loss.backward()
+            if settings.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+            progress.update(1)
+            progress.set_postfix(loss=f"{losses[-1]:.4f}")
+            if (step + 1) % settings.log_every == 0 or step + 1 == total_steps:
+                log.write(json.dumps({"step": step + 1, "loss": losses[-1], "lr": scheduler.get_last_lr()[0],
+                                      "epoch": (step + 1) / steps_per_epoch, "elapsed_s": time.time() - started}) + "\n")
+                log.flush()
+            if select_on is not None and ((step + 1) % steps_per_epoch == 0 or step + 1 == total_steps):
+                score = select_on(model)
+                model.train()
+                log.write(json.dumps({"step": step + 1, "dev_score": score}) + "\n")
+                if score > best_score:
+                    best_score = score
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return losses
+
+
+@torch.no_grad()
+def batched_forward(model: torch.nn.Module, features: Mapping[str, torch.Tensor], batch_size: int,
+                    device: torch.device, precision: str, description: str) -> list[torch.Tensor]:
+    """Model outputs (logits, or start/end logits for QA) for all rows, in order, on CPU in fp32."""
+    model.to(device).eval()
+    size = len(next(iter(features.values())))
+    outputs: list[list[torch.Tensor]] = []
+    for start in tqdm(range(0, size, batch_size), desc=description, dynamic_ncols=True,
+                      mininterval=1.0 if sys.stderr.isatty() else 30.0):
+        batch = {name: tensor[start: start + batch_size].to(device) for name, tensor in features.items()}
+        with autocast_context(device, precision):
+            result = model(**batch)
+        if hasattr(result, "start_logits"):
+            outputs.append([result.start_logits.float().cpu(), result.end_logits.float().cpu()])
+        else:
+            outputs.append([result.logits.float().cpu()])
+    return [torch.cat(parts) for parts in zip(*outputs)]

@@ -1,0 +1,251 @@
+"""`python -m eval.mlqa`: zero-shot cross-lingual extractive QA — fine-tune on English, test on MLQA.
+
+Training data: SQuAD v1.1-format English files (`--train-files`; offline default: the shared
+`qa_train_en/` TyDiQA-GoldP-en train + XQuAD-en). Test: MLQA `dev-context-{c}-question-{q}.json`
+(`--mlqa-dir`; offline default: the shared `mlqa/dev/`), XLT pairs (c = q) for en es de ar hi vi
+zh, and with `--gxlt` the full 7×7 matrix. Features are the standard sliding windows (max length
+384, stride 128) and answers are decoded from the n-best start/end logits (max 30 tokens), then
+scored exactly like mlqa_evaluation_v1.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+from mminilm.atomic import atomic_write_file
+from mminilm.device import resolve_device
+
+from .data import MLQA_LANGUAGES, data_root, flatten_squad, load_squad
+from .finetune import FinetuneSettings, batched_forward, finetune, seed_everything
+from .mlqa_scoring import evaluate
+
+
+@dataclass
+class MlqaConfig:
+    model: str
+    output_dir: str
+    languages: list[str] = field(default_factory=lambda: list(MLQA_LANGUAGES))
+    data_dir: str | None = None
+    train_files: list[str] = field(default_factory=list)
+    mlqa_dir: str | None = None
+    gxlt: bool = False
+    max_train_examples: int = 0
+    max_eval_examples: int = 0
+    epochs: float = 2.0
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    lr: float = 3e-5
+    max_length: int = 384
+    doc_stride: int = 128
+    max_answer_length: int = 30
+    n_best: int = 20
+    seed: int = 42
+    device: str = "auto"
+    precision: str = "auto"
+
+
+def train_features(tokenizer, records: list[dict[str, Any]], max_length: int, stride: int) -> dict[str, torch.Tensor]:
+    """Sliding windows over each context; windows without the answer point at <s> (index 0)."""
+    encoded = tokenizer([r["question"].lstrip() for r in records], [r["context"] for r in records],
+                        truncation="only_second", max_length=max_length, stride=stride, return_overflowing_tokens=True,
+                        return_offsets_mapping=True, padding="max_length")
+    starts, ends = [], []
+    for i, offsets in enumerate(encoded["offset_mapping"]):
+        record = records[encoded["overflow_to_sample_mapping"][i]]
+        sequence_ids = encoded.sequence_ids(i)
+        answer_start = record["answers"]["answer_start"][0]
+        answer_end = answer_start + len(record["answers"]["text"][0])
+        context_tokens = [t for t, s in enumerate(sequence_ids) if s == 1]
+        first, last = context_tokens[0], context_tokens[-1]
+        if not (offsets[first][0] <= answer_start and offsets[last][1] >= answer_end):
+            starts.append(0)
+            ends.append(0)
+            continue
+        start = first
+        while start <= last and offsets[start][0] <= answer_start:
+            start += 1
+        end = last
+        while end >= first and offsets[end][1] >= answer_end:
+            end -= 1
+        starts.append(start - 1)
+        ends.append(end + 1)
+    return {"input_ids": torch.tensor(encoded["input_ids"]), "attention_mask": torch.tensor(encoded["attention_mask"]),
+            "start_positions": torch.tensor(starts), "end_positions": torch.tensor(ends)}
+
+
+def eval_features(tokenizer, records: list[dict[str, Any]], max_length: int, stride: int):
+    encoded = tokenizer([r["question"].lstrip() for r in records], [r["context"] for r in records],
+                        truncation="only_second", max_length=max_length, stride=stride, return_overflowing_tokens=True,
+                        return_offsets_mapping=True, padding="max_length")
+    offsets = []
+    for i, window in enumerate(encoded["offset_mapping"]):
+        sequence_ids = encoded.sequence_ids(i)
+        offsets.append([o if sequence_ids[k] == 1 else None for k, o in enumerate(window)])
+    features = {"input_ids": torch.tensor(encoded["input_ids"]), "attention_mask": torch.tensor(encoded["attention_mask"])}
+    return features, list(encoded["overflow_to_sample_mapping"]), offsets
+
+
+def decode_answers(records, sample_of_feature, offsets, start_logits: torch.Tensor, end_logits: torch.Tensor,
+                   n_best: int, max_answer_length: int) -> dict[str, str]:
+    """Best span per question over all its windows: top-n starts × top-n ends, valid spans only."""
+    by_sample: dict[int, list[int]] = defaultdict(list)
+    for feature, sample in enumerate(sample_of_feature):
+        by_sample[sample].append(feature)
+    predictions = {}
+    for sample, record in enumerate(records):
+        best_score, best_text = -np.inf, ""
+        for feature in by_sample.get(sample, []):
+            start, end = start_logits[feature].numpy(), end_logits[feature].numpy()
+            window = offsets[feature]
+            for s in np.argsort(start)[-n_best:][::-1]:
+                for e in np.argsort(end)[-n_best:][::-1]:
+                    if window[s] is None or window[e] is None or e < s or e - s + 1 > max_answer_length:
+                        continue
+                    score = start[s] + end[e]
+                    if score > best_score:
+                        best_score, best_text = score, record["context"][window[s][0]: window[e][1]]
+        predictions[record["id"]] = best_text
+    return predictions
+
+
+def _pairs(config: MlqaConfig) -> list[tuple[str, str]]:
+    if config.gxlt:
+        return [(c, q) for c in config.languages for q in config.languages]
+    return [(lang, lang) for lang in config.languages]
+
+
+def run_mlqa(config: MlqaConfig) -> dict:
+    unknown = sorted(set(config.languages) - set(MLQA_LANGUAGES))
+    if unknown:
+        raise ValueError(f"--languages {unknown} are not MLQA languages ({' '.join(MLQA_LANGUAGES)})")
+    model_dir = Path(config.model)
+    if not (model_dir / "config.json").is_file():
+        raise FileNotFoundError(f"--model {model_dir} is not a transformers model dir (no config.json)")
+    train_files = config.train_files or [str(p) for p in sorted((data_root(config.data_dir) / "qa_train_en").glob("*.json"))]
+    if not train_files:
+        raise FileNotFoundError("no English QA training files: pass --train-files (SQuAD v1.1 format)")
+    mlqa_dir = Path(config.mlqa_dir) if config.mlqa_dir else data_root(config.data_dir) / "mlqa" / "dev"
+    test_sets = {}
+    for context_lang, question_lang in _pairs(config):
+        path = mlqa_dir / f"dev-context-{context_lang}-question-{question_lang}.json"
+        if not path.is_file():
+            test_path = mlqa_dir / f"test-context-{context_lang}-question-{question_lang}.json"
+            if not test_path.is_file():
+                raise FileNotFoundError(f"MLQA file {path} (or {test_path.name}) not found in {mlqa_dir}")
+            path = test_path
+        test_sets[(context_lang, question_lang)] = load_squad(path)
+    records = [r for f in train_files for r in flatten_squad(load_squad(f))]
+    if config.max_train_examples:
+        records = records[: config.max_train_examples]
+    out = Path(config.output_dir) / "mlqa"
+    (out / "predictions").mkdir(parents=True, exist_ok=True)
+    device = resolve_device(config.device)
+    seed_everything(config.seed)
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    if not tokenizer.is_fast:
+        raise ValueError(f"{model_dir}: MLQA needs a fast tokenizer (offset mapping); save one with the model")
+    model = AutoModelForQuestionAnswering.from_pretrained(str(model_dir))
+    started = time.time()
+    features = train_features(tokenizer, records, config.max_length, config.doc_stride)
+    settings = FinetuneSettings(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, seed=config.seed,
+                                precision=config.precision)
+    losses = finetune(model, features, settings, device, out / "train_log.jsonl", "mlqa fine-tune (en)")
+    train_seconds = time.time() - started
+    results: dict[str, Any] = {}
+    matrix: dict[str, dict[str, float]] = defaultdict(dict)
+    for (context_lang, question_lang), data in test_sets.items():
+        if config.max_eval_examples:
+            data = _first_questions(data, config.max_eval_examples)
+        eval_records = flatten_squad(data)
+        feats, sample_map, offsets = eval_features(tokenizer, eval_records, config.max_length, config.doc_stride)
+        start_logits, end_logits = batched_forward(model, feats, config.eval_batch_size, device, config.precision,
+                                                   f"mlqa {context_lang}-{question_lang}")
+        predictions = decode_answers(eval_records, sample_map, offsets, start_logits, end_logits, config.n_best,
+                                     config.max_answer_length)
+        scores = evaluate(data, predictions, context_lang)  # scored in the context language, as MLQA does
+        matrix[context_lang][question_lang] = scores["f1"]
+        if context_lang == question_lang:
+            results[context_lang] = scores
+            name = context_lang
+        else:
+            name = f"{context_lang}-{question_lang}"
+        text = json.dumps(predictions, ensure_ascii=False, indent=1)
+        atomic_write_file(out / "predictions" / f"{name}.json", lambda tmp, t=text: tmp.write_text(t, encoding="utf-8"))
+    report = {
+        "task": "mlqa", "model": str(model_dir), "languages": results,
+        "average": {"f1": float(np.mean([r["f1"] for r in results.values()])),
+                    "exact_match": float(np.mean([r["exact_match"] for r in results.values()]))},
+        "train_examples": len(records), "train_features": int(len(features["input_ids"])),
+        "final_train_loss": losses[-1], "train_seconds": train_seconds,
+        "eval_seconds": time.time() - started - train_seconds, "config": asdict(config),
+    }
+    if config.gxlt:
+        report["gxlt_f1"] = {c: dict(row) for c, row in matrix.items()}
+        report["gxlt_average_f1"] = float(np.mean([v for row in matrix.values() for v in row.values()]))
+    atomic_write_file(out / "report.json", lambda tmp: tmp.write_text(json.dumps(report, indent=2) + "\n"))
+    return report
+
+
+def _first_questions(data: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+    """The same data structure cut after `limit` questions (for quick CPU runs)."""
+    kept, count = [], 0
+    for article in data:
+        paragraphs = []
+        for paragraph in article["paragraphs"]:
+            qas = paragraph["qas"][: max(0, limit - count)]
+            count += len(qas)
+            if qas:
+                paragraphs.append({**paragraph, "qas": qas})
+        if paragraphs:
+            kept.append({**article, "paragraphs": paragraphs})
+        if count >= limit:
+            break
+    return kept
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m eval.mlqa", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="transformers model dir (with its fast tokenizer)")
+    parser.add_argument("--output-dir", required=True, help="writes OUT/mlqa/report.json and predictions/")
+    parser.add_argument("--languages", nargs="+", default=list(MLQA_LANGUAGES))
+    parser.add_argument("--data-dir", default=None, help="shared data folder (default: $MMINILM_DATA)")
+    parser.add_argument("--train-files", nargs="+", default=[], help="English SQuAD v1.1-format training files")
+    parser.add_argument("--mlqa-dir", default=None, help="dir of MLQA dev/test-context-*-question-*.json files")
+    parser.add_argument("--gxlt", action="store_true", help="also the 7x7 generalized cross-lingual matrix")
+    parser.add_argument("--max-train-examples", type=int, default=0, help="0 = all")
+    parser.add_argument("--max-eval-examples", type=int, default=0, help="questions per language pair, 0 = all")
+    parser.add_argument("--epochs", type=float, default=2.0)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--eval-batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=3e-5)
+    parser.add_argument("--max-length", type=int, default=384)
+    parser.add_argument("--doc-stride", type=int, default=128)
+    parser.add_argument("--max-answer-length", type=int, default=30)
+    parser.add_argument("--n-best", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp16", "fp32"))
+    args = parser.parse_args(argv)
+    try:
+        report = run_mlqa(MlqaConfig(**vars(args)))
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps({"average_f1": report["average"]["f1"], **{k: v["f1"] for k, v in report["languages"].items()}}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

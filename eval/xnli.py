@@ -1,0 +1,200 @@
+"""`python -m eval.xnli`: zero-shot cross-lingual NLI — fine-tune on English, test on 15 languages.
+
+Protocols:
+- `standard` (the paper's): train on MNLI (`--train-file`, GLUE TSV; or the hub when online),
+  select the best epoch on English XNLI dev (`--dev-file`), test on XNLI test (`--test-file`,
+  XNLI-1.0 `xnli.test.tsv`, or `--test-dir` with per-language TSVs).
+- `xnli-dev-split` (offline, see the shared data's MANIFEST.md): train on English XNLI dev rows
+  0-1244 (415 premises), test every language on rows 1245-2489 (the other 415 premises).
+`auto` (default) picks `standard` whenever a training file is given, else `xnli-dev-split`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from mminilm.atomic import atomic_write_file
+from mminilm.device import resolve_device
+
+from .data import NLI_LABELS, XNLI_DEV_SPLIT, XNLI_LANGUAGES, NliExamples, data_root, load_nli_tsv
+from .finetune import FinetuneSettings, batched_forward, finetune, seed_everything
+
+
+@dataclass
+class XnliConfig:
+    model: str
+    output_dir: str
+    languages: list[str] = field(default_factory=lambda: list(XNLI_LANGUAGES))
+    protocol: str = "auto"
+    data_dir: str | None = None
+    train_file: str | None = None
+    dev_file: str | None = None
+    test_file: str | None = None
+    test_dir: str | None = None
+    max_train_examples: int = 0
+    max_eval_examples: int = 0
+    epochs: float = 2.0
+    batch_size: int = 32
+    eval_batch_size: int = 128
+    lr: float = 2e-5
+    max_length: int = 128
+    seed: int = 42
+    device: str = "auto"
+    precision: str = "auto"
+
+
+def _resolve_protocol(config: XnliConfig) -> str:
+    if config.protocol == "auto":
+        return "standard" if config.train_file else "xnli-dev-split"
+    if config.protocol not in ("standard", "xnli-dev-split"):
+        raise ValueError(f"--protocol must be auto, standard or xnli-dev-split, got {config.protocol!r}")
+    return config.protocol
+
+
+def _hub_split(name: str, language: str | None, split: str) -> NliExamples:
+    import datasets
+
+    try:
+        table = (datasets.load_dataset("nyu-mll/glue", "mnli", split=split) if name == "mnli"
+                 else datasets.load_dataset("facebook/xnli", language, split=split))
+    except Exception as error:  # offline, or the hub refused
+        raise FileNotFoundError(f"could not load {name} {language or ''} {split} from the hub ({error}); offline, pass "
+                                f"--train-file/--test-file, or use --protocol xnli-dev-split") from error
+    return NliExamples(list(table["premise"]), list(table["hypothesis"]), list(table["label"]), list(range(len(table))))
+
+
+def load_splits(config: XnliConfig) -> tuple[NliExamples, NliExamples | None, dict[str, NliExamples]]:
+    """(English train, English dev or None, {language: test}) for the chosen protocol."""
+    protocol = _resolve_protocol(config)
+    if protocol == "xnli-dev-split":
+        root = Path(config.test_dir) if config.test_dir else data_root(config.data_dir) / "xnli" / "dev"
+        english = load_nli_tsv(root / "en.tsv")
+        if len(english) != 2 * XNLI_DEV_SPLIT:
+            raise ValueError(f"{root / 'en.tsv'} has {len(english)} rows; the xnli-dev-split protocol expects XNLI dev (2490)")
+        tests = {lang: load_nli_tsv(root / f"{lang}.tsv").select(XNLI_DEV_SPLIT) for lang in config.languages}
+        return english.select(0, XNLI_DEV_SPLIT), None, tests
+    train = load_nli_tsv(config.train_file) if config.train_file else _hub_split("mnli", None, "train")
+    if config.dev_file:
+        dev = load_nli_tsv(config.dev_file, language="en")
+    else:
+        dev = None
+    if config.test_file:
+        tests = {lang: load_nli_tsv(config.test_file, language=lang) for lang in config.languages}
+    elif config.test_dir:
+        tests = {lang: load_nli_tsv(Path(config.test_dir) / f"{lang}.tsv") for lang in config.languages}
+    else:
+        tests = {lang: _hub_split("xnli", lang, "test") for lang in config.languages}
+    return train, dev, tests
+
+
+def _encode(tokenizer, examples: NliExamples, max_length: int, with_labels: bool) -> dict[str, torch.Tensor]:
+    encoded = tokenizer(examples.premises, examples.hypotheses, truncation=True, max_length=max_length,
+                        padding="max_length", return_tensors="pt")
+    features = {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+    if with_labels:
+        features["labels"] = torch.tensor(examples.labels, dtype=torch.long)
+    return features
+
+
+def _trim_padding(features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    longest = int(features["attention_mask"].sum(dim=1).max())
+    return {k: (v[:, :longest] if v.dim() == 2 else v) for k, v in features.items()}
+
+
+def run_xnli(config: XnliConfig) -> dict:
+    """Fine-tune on English, predict every language, write report.json and predictions/{lang}.jsonl."""
+    protocol = _resolve_protocol(config)
+    unknown = sorted(set(config.languages) - set(XNLI_LANGUAGES))
+    if unknown:
+        raise ValueError(f"--languages {unknown} are not XNLI languages ({' '.join(XNLI_LANGUAGES)})")
+    model_dir = Path(config.model)
+    if not (model_dir / "config.json").is_file():
+        raise FileNotFoundError(f"--model {model_dir} is not a transformers model dir (no config.json)")
+    train, dev, tests = load_splits(config)
+    if config.max_train_examples:
+        train = train.select(0, config.max_train_examples)
+    if config.max_eval_examples:
+        tests = {lang: ex.select(0, config.max_eval_examples) for lang, ex in tests.items()}
+    out = Path(config.output_dir) / "xnli"
+    (out / "predictions").mkdir(parents=True, exist_ok=True)
+    device = resolve_device(config.device)
+    seed_everything(config.seed)
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    model = AutoModelForSequenceClassification.from_pretrained(
+        str(model_dir), num_labels=len(NLI_LABELS), id2label=dict(enumerate(NLI_LABELS)),
+        label2id={label: i for i, label in enumerate(NLI_LABELS)})
+    settings = FinetuneSettings(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
+                                seed=config.seed, precision=config.precision)
+
+    def accuracy(examples: NliExamples, description: str) -> tuple[float, list[int]]:
+        features = _trim_padding(_encode(tokenizer, examples, config.max_length, with_labels=False))
+        (logits,) = batched_forward(model, features, config.eval_batch_size, device, config.precision, description)
+        predictions = logits.argmax(dim=-1).tolist()
+        correct = sum(int(p == g) for p, g in zip(predictions, examples.labels))
+        return 100.0 * correct / max(1, len(examples)), predictions
+
+    select_on = (lambda _model: accuracy(dev, "xnli dev en")[0]) if dev is not None else None
+    started = time.time()
+    train_features = _encode(tokenizer, train, config.max_length, with_labels=True)
+    losses = finetune(model, train_features, settings, device, out / "train_log.jsonl", "xnli fine-tune (en)",
+                      select_on=select_on)
+    train_seconds = time.time() - started
+    results = {}
+    for lang, examples in tests.items():
+        score, predictions = accuracy(examples, f"xnli test {lang}")
+        results[lang] = {"accuracy": score, "n": len(examples)}
+        lines = "".join(json.dumps({"index": index, "prediction": NLI_LABELS[p]}) + "\n"
+                        for index, p in zip(examples.indices, predictions))
+        atomic_write_file(out / "predictions" / f"{lang}.jsonl", lambda tmp, text=lines: tmp.write_text(text))
+    report = {
+        "task": "xnli", "model": str(model_dir), "protocol": protocol,
+        "languages": results, "average": sum(r["accuracy"] for r in results.values()) / len(results),
+        "train_examples": len(train), "final_train_loss": losses[-1], "train_seconds": train_seconds,
+        "eval_seconds": time.time() - started - train_seconds, "config": asdict(config),
+    }
+    atomic_write_file(out / "report.json", lambda tmp: tmp.write_text(json.dumps(report, indent=2) + "\n"))
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m eval.xnli", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="transformers model dir (with its tokenizer)")
+    parser.add_argument("--output-dir", required=True, help="writes OUT/xnli/report.json and predictions/")
+    parser.add_argument("--languages", nargs="+", default=list(XNLI_LANGUAGES))
+    parser.add_argument("--protocol", default="auto", choices=("auto", "standard", "xnli-dev-split"))
+    parser.add_argument("--data-dir", default=None, help="shared data folder (default: $MMINILM_DATA)")
+    parser.add_argument("--train-file", default=None, help="MNLI train TSV (standard protocol)")
+    parser.add_argument("--dev-file", default=None, help="XNLI dev TSV, English rows select the best epoch")
+    parser.add_argument("--test-file", default=None, help="XNLI-1.0 xnli.test.tsv (all languages)")
+    parser.add_argument("--test-dir", default=None, help="dir of per-language {lang}.tsv test files")
+    parser.add_argument("--max-train-examples", type=int, default=0, help="0 = all")
+    parser.add_argument("--max-eval-examples", type=int, default=0, help="per language, 0 = all")
+    parser.add_argument("--epochs", type=float, default=2.0)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--eval-batch-size", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=2e-5)
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp16", "fp32"))
+    args = parser.parse_args(argv)
+    try:
+        report = run_xnli(XnliConfig(**vars(args)))
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps({"average": report["average"], **{k: v["accuracy"] for k, v in report["languages"].items()}}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
