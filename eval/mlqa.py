@@ -97,12 +97,12 @@ def eval_features(tokenizer, records: list[dict[str, Any]], max_length: int, str
 
 
 def decode_answers(records, sample_of_feature, offsets, start_logits: torch.Tensor, end_logits: torch.Tensor,
-                   n_best: int, max_answer_length: int) -> dict[str, str]:
-    """Best span per question over all its windows: top-n starts × top-n ends, valid spans only."""
+                   n_best: int, max_answer_length: int) -> list[str]:
+    """Best span per question (in `records` order) over all its windows: top-n starts × top-n ends, valid spans only."""
     by_sample: dict[int, list[int]] = defaultdict(list)
     for feature, sample in enumerate(sample_of_feature):
         by_sample[sample].append(feature)
-    predictions = {}
+    predictions = []
     for sample, record in enumerate(records):
         best_score, best_text = -np.inf, ""
         for feature in by_sample.get(sample, []):
@@ -115,7 +115,7 @@ def decode_answers(records, sample_of_feature, offsets, start_logits: torch.Tens
                     score = start[s] + end[e]
                     if score > best_score:
                         best_score, best_text = score, record["context"][window[s][0]: window[e][1]]
-        predictions[record["id"]] = best_text
+        predictions.append(best_text)
     return predictions
 
 
@@ -145,7 +145,9 @@ def run_mlqa(config: MlqaConfig) -> dict:
                 raise FileNotFoundError(f"MLQA file {path} (or {test_path.name}) not found in {mlqa_dir}")
             path = test_path
         test_sets[(context_lang, question_lang)] = load_squad(path)
-    records = [r for f in train_files for r in flatten_squad(load_squad(f))]
+    records, skipped = usable_training_records(train_files)
+    if not records:
+        raise ValueError(f"no usable answers in the QA training files {train_files}")
     if config.max_train_examples:
         records = records[: config.max_train_examples]
     out = Path(config.output_dir) / "mlqa"
@@ -171,8 +173,11 @@ def run_mlqa(config: MlqaConfig) -> dict:
         feats, sample_map, offsets = eval_features(tokenizer, eval_records, config.max_length, config.doc_stride)
         start_logits, end_logits = batched_forward(model, feats, config.eval_batch_size, device, config.precision,
                                                    f"mlqa {context_lang}-{question_lang}")
-        predictions = decode_answers(eval_records, sample_map, offsets, start_logits, end_logits, config.n_best,
-                                     config.max_answer_length)
+        answers = decode_answers(eval_records, sample_map, offsets, start_logits, end_logits, config.n_best,
+                                 config.max_answer_length)
+        predictions = {record["id"]: answer for record, answer in zip(eval_records, answers)}
+        if len(predictions) != len(eval_records):
+            raise ValueError(f"MLQA {context_lang}-{question_lang}: question ids are not unique")
         scores = evaluate(data, predictions, context_lang)  # scored in the context language, as MLQA does
         matrix[context_lang][question_lang] = scores["f1"]
         if context_lang == question_lang:
@@ -186,7 +191,7 @@ def run_mlqa(config: MlqaConfig) -> dict:
         "task": "mlqa", "model": str(model_dir), "languages": results,
         "average": {"f1": float(np.mean([r["f1"] for r in results.values()])),
                     "exact_match": float(np.mean([r["exact_match"] for r in results.values()]))},
-        "train_examples": len(records), "train_features": int(len(features["input_ids"])),
+        "train_examples": len(records), "train_skipped": skipped, "train_features": int(len(features["input_ids"])),
         "final_train_loss": losses[-1], "train_seconds": train_seconds,
         "eval_seconds": time.time() - started - train_seconds, "config": asdict(config),
     }
@@ -195,6 +200,29 @@ def run_mlqa(config: MlqaConfig) -> dict:
         report["gxlt_average_f1"] = float(np.mean([v for row in matrix.values() for v in row.values()]))
     atomic_write_file(out / "report.json", lambda tmp: tmp.write_text(json.dumps(report, indent=2) + "\n"))
     return report
+
+
+def usable_training_records(train_files: list[str]) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Training questions whose first answer is non-empty and found at its `answer_start`.
+
+    Some distributed copies of SQuAD-format files ship without answers (the shared XQuAD-en copy
+    has all 1190 answers empty); such questions cannot be trained on, so they are skipped —
+    counted per file in the report and announced on stderr, never silently.
+    """
+    kept, skipped = [], {}
+    for path in train_files:
+        bad = 0
+        for record in flatten_squad(load_squad(path)):
+            texts, starts = record["answers"]["text"], record["answers"]["answer_start"]
+            if texts and texts[0] and record["context"][starts[0]: starts[0] + len(texts[0])] == texts[0]:
+                kept.append(record)
+            else:
+                bad += 1
+        if bad:
+            skipped[str(path)] = bad
+            print(f"warning: {path}: {bad} questions have no answer matching the context; skipped for training",
+                  file=sys.stderr)
+    return kept, skipped
 
 
 def _first_questions(data: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:

@@ -1,0 +1,175 @@
+"""`python -m eval.report OUT_STUDENT [--teacher OUT_TEACHER]`: the per-language verdict on a student.
+
+Reads the `xnli/report.json` and `mlqa/report.json` that `eval.xnli` / `eval.mlqa` wrote in each
+output dir and writes, into OUT_STUDENT: `report.md` (a table per task: language, student,
+teacher, retention %, and the average), `report.json`, one PNG bar chart per task, and the
+model sizes with the student's measured speed-up over the teacher on the same inputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from mminilm.atomic import atomic_write_file
+
+TASK_METRIC = {"xnli": ("accuracy", "accuracy (%)"), "mlqa": ("f1", "F1")}
+FALLBACK_SENTENCES = [
+    "The committee will publish its report next week.", "Die Regierung hat neue Maßnahmen angekündigt.",
+    "El tren llegó con dos horas de retraso.", "Le musée est fermé le lundi.", "Он купил новую машину в прошлом году.",
+    "我们明天早上八点出发。", "مرحبا بكم في المدينة القديمة.", "यह किताब बहुत दिलचस्प है।", "Tôi thích uống cà phê vào buổi sáng.",
+    "Bu akşam sinemaya gidiyoruz.", "Ninapenda kusoma vitabu vya historia.", "ฉันชอบกินอาหารไทยมาก",
+]
+
+
+def _load_task(output_dir: Path, task: str) -> dict[str, Any] | None:
+    path = output_dir / task / "report.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _score(entry: dict[str, Any], task: str) -> float:
+    return float(entry[TASK_METRIC[task][0]])
+
+
+def task_rows(student: dict[str, Any], teacher: dict[str, Any] | None, task: str) -> list[dict[str, Any]]:
+    rows = []
+    for lang, entry in student["languages"].items():
+        row = {"language": lang, "student": _score(entry, task), "n": entry["n"]}
+        if teacher and lang in teacher["languages"]:
+            row["teacher"] = _score(teacher["languages"][lang], task)
+            row["retention"] = 100.0 * row["student"] / row["teacher"] if row["teacher"] else None
+        rows.append(row)
+    average = {"language": "average", "student": sum(r["student"] for r in rows) / len(rows), "n": sum(r["n"] for r in rows)}
+    if teacher and all("teacher" in r for r in rows):
+        average["teacher"] = sum(r["teacher"] for r in rows) / len(rows)
+        average["retention"] = 100.0 * average["student"] / average["teacher"] if average["teacher"] else None
+    rows.append(average)
+    return rows
+
+
+def _fmt(value: Any, digits: int = 1) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def markdown_table(rows: list[dict[str, Any]], task: str) -> str:
+    metric = TASK_METRIC[task][1]
+    lines = [f"| language | student {metric} | teacher {metric} | retention % | n |", "|---|---:|---:|---:|---:|"]
+    for row in rows:
+        name = f"**{row['language']}**" if row["language"] == "average" else row["language"]
+        lines.append(f"| {name} | {_fmt(row['student'])} | {_fmt(row.get('teacher'))} | "
+                     f"{_fmt(row.get('retention'))} | {row['n']} |")
+    return "\n".join(lines)
+
+
+def bar_chart(rows: list[dict[str, Any]], task: str, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    labels = [r["language"] for r in rows]
+    x = np.arange(len(labels))
+    has_teacher = any("teacher" in r for r in rows)
+    width = 0.4 if has_teacher else 0.6
+    fig, ax = plt.subplots(figsize=(max(6, 0.55 * len(labels) + 2), 4))
+    ax.bar(x - (width / 2 if has_teacher else 0), [r["student"] for r in rows], width, label="student", color="#2a7ab9")
+    if has_teacher:
+        ax.bar(x + width / 2, [r.get("teacher", 0) for r in rows], width, label="teacher", color="#b0b0b0")
+    ax.set_xticks(x, labels, rotation=0)
+    ax.set_ylabel(TASK_METRIC[task][1])
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def _speed_sentences() -> list[str]:
+    root = os.environ.get("MMINILM_DATA")
+    path = Path(root) / "xnli" / "dev" / "en.tsv" if root else None
+    if path and path.is_file():
+        with open(path, encoding="utf-8") as handle:
+            return [line.split("\t")[0] for _, line in zip(range(256), handle)]
+    return FALLBACK_SENTENCES * 8
+
+
+def write_report(student_dir: str | os.PathLike, teacher_dir: str | os.PathLike | None = None,
+                 measure_speed: bool = True, speed_repeats: int = 5) -> Path:
+    student_out = Path(student_dir)
+    teacher_out = Path(teacher_dir) if teacher_dir else None
+    report: dict[str, Any] = {"student_dir": str(student_out), "teacher_dir": str(teacher_out) if teacher_out else None,
+                              "tasks": {}}
+    sections = ["# mMiniLM transfer report", ""]
+    model_dirs: dict[str, str] = {}
+    for task in TASK_METRIC:
+        student = _load_task(student_out, task)
+        if student is None:
+            continue
+        teacher = _load_task(teacher_out, task) if teacher_out else None
+        model_dirs.setdefault("student", student["model"])
+        if teacher:
+            model_dirs.setdefault("teacher", teacher["model"])
+        rows = task_rows(student, teacher, task)
+        chart = student_out / f"{task}.png"
+        bar_chart(rows, task, chart, f"{task.upper()} zero-shot transfer (fine-tuned on English)")
+        report["tasks"][task] = {"rows": rows, "chart": chart.name,
+                                 "protocol": student.get("protocol", "mlqa dev (XLT)" if task == "mlqa" else None)}
+        protocol = report["tasks"][task]["protocol"]
+        sections += [f"## {task.upper()} ({protocol})", "", markdown_table(rows, task), "", f"![{task}]({chart.name})", ""]
+    if not report["tasks"]:
+        raise FileNotFoundError(f"{student_out} has neither xnli/report.json nor mlqa/report.json: run eval.xnli / eval.mlqa first")
+    if "student" in model_dirs:
+        from .efficiency import compare, model_cost
+
+        if measure_speed:
+            efficiency = compare(model_dirs["student"], model_dirs.get("teacher"), _speed_sentences(), speed_repeats)
+        else:
+            efficiency = {"student": model_cost(model_dirs["student"]).as_dict()}
+            if "teacher" in model_dirs:
+                efficiency["teacher"] = model_cost(model_dirs["teacher"]).as_dict()
+        report["efficiency"] = efficiency
+        lines = ["## Size and speed", "",
+                 "| model | layers | hidden | Transformer params | embedding params | GFLOPs/token (n=128) | sentences/s |",
+                 "|---|---:|---:|---:|---:|---:|---:|"]
+        for role in ("student", "teacher"):
+            if role in efficiency:
+                cost = efficiency[role]
+                speed = cost.get("throughput", {}).get("sentences_per_s")
+                lines.append(f"| {role} | {cost['layers']} | {cost['hidden']} | {cost['transformer_parameters'] / 1e6:.2f}M | "
+                             f"{cost['embedding_parameters'] / 1e6:.2f}M | {cost['flops_per_token'] / 1e9:.4f} | {_fmt(speed)} |")
+        if "speedup" in efficiency:
+            lines += ["", f"Measured speed-up of the student over the teacher: **{efficiency['speedup']:.2f}x** "
+                          f"(same {efficiency['student']['throughput']['sentences']} sentences, batch 32, median of "
+                          f"{speed_repeats} runs, {efficiency['student']['throughput']['threads']} CPU threads); "
+                          f"FLOPs ratio {efficiency['flops_ratio']:.2f}x."]
+        sections += lines + [""]
+    atomic_write_file(student_out / "report.json", lambda tmp: tmp.write_text(json.dumps(report, indent=2) + "\n"))
+    atomic_write_file(student_out / "report.md", lambda tmp: tmp.write_text("\n".join(sections)))
+    return student_out / "report.md"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m eval.report", description=__doc__)
+    parser.add_argument("student_dir", help="output dir of eval.xnli/eval.mlqa for the student")
+    parser.add_argument("--teacher", default=None, help="the same for the teacher")
+    parser.add_argument("--no-speed", action="store_true", help="skip the throughput measurement")
+    parser.add_argument("--speed-repeats", type=int, default=5)
+    args = parser.parse_args(argv)
+    try:
+        path = write_report(args.student_dir, args.teacher, measure_speed=not args.no_speed, speed_repeats=args.speed_repeats)
+    except FileNotFoundError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,145 @@
+"""eval/: loading the real local layouts, and an end-to-end fine-tune + evaluation + report."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import XLMRobertaForMaskedLM
+
+from conftest import small_xlmr_config
+from eval.data import XNLI_LANGUAGES, flatten_squad, load_nli_tsv, load_squad
+from eval.efficiency import flops_per_token, model_cost
+from eval.mlqa import decode_answers, eval_features, train_features, usable_training_records
+from eval.report import task_rows
+from eval.xnli import XnliConfig, load_splits
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_xnli_local_layout_loads_all_rows_aligned(data_dir):
+    english = load_nli_tsv(data_dir / "xnli" / "dev" / "en.tsv")
+    assert len(english) == 2490 and english.labels.count(0) == english.labels.count(1) == 830
+    for lang in XNLI_LANGUAGES:
+        rows = load_nli_tsv(data_dir / "xnli" / "dev" / f"{lang}.tsv")
+        assert len(rows) == 2490 and rows.labels == english.labels, lang  # aligned across languages
+
+
+def test_xnli_dev_split_protocol_is_disjoint(data_dir):
+    train, dev, tests = load_splits(XnliConfig(model="-", output_dir="-", data_dir=str(data_dir), languages=["en", "sw"]))
+    assert dev is None and len(train) == 1245 and train.indices == list(range(1245))
+    assert tests["sw"].indices == list(range(1245, 2490))
+    assert not set(train.premises) & set(tests["en"].premises)  # disjoint premises
+
+
+def test_xnli_1_0_format_with_header_and_language_column(tmp_path):
+    path = tmp_path / "xnli.test.tsv"
+    path.write_text("language\tgold_label\tsentence1_binary_parse\tsentence2_binary_parse\tsentence1\tsentence2\n"
+                    "de\tneutral\t-\t-\tEr sagte \"Hallo.\tSie kam.\n"
+                    "en\tentailment\t-\t-\tHe said \"hi.\tShe came.\n"
+                    "de\tcontradiction\t-\t-\tJa.\tNein.\n", encoding="utf-8")
+    german = load_nli_tsv(path, language="de")
+    assert german.premises == ['Er sagte "Hallo.', "Ja."] and german.labels == [1, 2] and german.indices == [0, 2]
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("a\tb\tmaybe\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"bad.tsv row 0: label 'maybe'"):
+        load_nli_tsv(bad)
+
+
+def test_mlqa_features_recover_gold_spans(data_dir, tokenizer):
+    records = flatten_squad(load_squad(data_dir / "qa_train_en" / "tydiqa.goldp.en.train.json"))[:40]
+    features = train_features(tokenizer, records, max_length=128, stride=32)
+    eval_feats, sample_map, offsets = eval_features(tokenizer, records, max_length=128, stride=32)
+    # logits that point exactly at the labelled span must decode back to the gold answer text
+    start = torch.full(eval_feats["input_ids"].shape, -10.0)
+    end = torch.full(eval_feats["input_ids"].shape, -10.0)
+    for i, (s, e) in enumerate(zip(features["start_positions"], features["end_positions"])):
+        if s > 0:
+            start[i, s], end[i, e] = 10.0, 10.0
+    predictions = decode_answers(records, sample_map, offsets, start, end, n_best=5, max_answer_length=64)
+    recovered = [p.strip() == r["answers"]["text"][0].strip() for p, r in zip(predictions, records)]
+    assert sum(recovered) >= 0.9 * len(records)
+
+
+def test_training_questions_without_answers_are_skipped_and_counted(data_dir, capsys):
+    files = sorted(str(p) for p in (data_dir / "qa_train_en").glob("*.json"))
+    records, skipped = usable_training_records(files)
+    assert len(records) == 3696  # TyDiQA-GoldP en train; the shared XQuAD-en copy has empty answers
+    assert skipped == {str(data_dir / "qa_train_en" / "xquad.en.json"): 1190}
+    assert "xquad.en.json: 1190 questions have no answer" in capsys.readouterr().err
+
+
+def test_flops_formula_and_parameter_split(tmp_path, tokenizer):
+    assert flops_per_token(12, 768, 3072, 128) == 12 * (8 * 768**2 + 4 * 768 * 3072 + 4 * 128 * 768)
+    torch.manual_seed(0)
+    XLMRobertaForMaskedLM(small_xlmr_config(len(tokenizer), hidden_size=32, num_heads=4)).save_pretrained(tmp_path / "m")
+    tokenizer.save_pretrained(tmp_path / "m")
+    cost = model_cost(str(tmp_path / "m"))
+    assert cost.embedding_parameters == len(tokenizer) * 32 + 514 * 32 + 32 + 2 * 32
+    assert cost.transformer_parameters == 2 * (4 * (32 * 32 + 32) + 2 * 32 * 128 + 128 + 32 + 4 * 32)
+
+
+def test_report_rows_retention():
+    student = {"languages": {"en": {"accuracy": 60.0, "n": 10}, "de": {"accuracy": 45.0, "n": 10}}}
+    teacher = {"languages": {"en": {"accuracy": 80.0, "n": 10}, "de": {"accuracy": 50.0, "n": 10}}}
+    rows = task_rows(student, teacher, "xnli")
+    assert [r["retention"] for r in rows] == [75.0, 90.0, pytest.approx(100 * 52.5 / 65.0)]
+    assert rows[-1]["language"] == "average" and rows[-1]["n"] == 20
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dirs(tmp_path_factory, tokenizer):
+    dirs = []
+    for name, hidden, layers in (("student", 32, 1), ("teacher", 64, 2)):
+        directory = tmp_path_factory.mktemp(name)
+        torch.manual_seed(0)
+        XLMRobertaForMaskedLM(small_xlmr_config(len(tokenizer), hidden_size=hidden, num_heads=4,
+                                                num_layers=layers)).save_pretrained(directory)
+        tokenizer.save_pretrained(directory)
+        dirs.append(directory)
+    return dirs
+
+
+def _run(module, *args):
+    result = subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=REPO, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_end_to_end_xnli_mlqa_and_report(tmp_path, data_dir, tiny_model_dirs):
+    outputs = []
+    for model_dir in tiny_model_dirs:
+        out = tmp_path / model_dir.name
+        common = ["--model", model_dir, "--output-dir", out, "--data-dir", data_dir, "--epochs", "1", "--lr", "1e-3",
+                  "--device", "cpu", "--max-train-examples", "64", "--max-eval-examples", "20"]
+        _run("eval.xnli", *common, "--languages", "en", "de", "sw", "--max-length", "64")
+        _run("eval.mlqa", *common, "--languages", "en", "zh", "--max-length", "128", "--doc-stride", "64")
+        outputs.append(out)
+    student_out, teacher_out = outputs
+    xnli = json.loads((student_out / "xnli" / "report.json").read_text())
+    assert set(xnli["languages"]) == {"en", "de", "sw"} and xnli["protocol"] == "xnli-dev-split"
+    assert all(v["n"] == 20 for v in xnli["languages"].values())
+    predictions = [json.loads(l) for l in (student_out / "xnli" / "predictions" / "de.jsonl").read_text().splitlines()]
+    assert [p["index"] for p in predictions] == list(range(1245, 1265))
+    assert {p["prediction"] for p in predictions} <= {"entailment", "neutral", "contradiction"}
+    correct = sum(p["prediction"] == ["entailment", "neutral", "contradiction"][g]
+                  for p, g in zip(predictions, load_nli_tsv(data_dir / "xnli" / "dev" / "de.tsv").labels[1245:1265]))
+    assert xnli["languages"]["de"]["accuracy"] == pytest.approx(100 * correct / 20)
+    mlqa = json.loads((student_out / "mlqa" / "report.json").read_text())
+    assert set(mlqa["languages"]) == {"en", "zh"} and all(0 <= v["f1"] <= 100 for v in mlqa["languages"].values())
+    zh_predictions = json.loads((student_out / "mlqa" / "predictions" / "zh.json").read_text())
+    assert len(zh_predictions) == 20 and all(isinstance(v, str) for v in zh_predictions.values())
+    _run("eval.report", student_out, "--teacher", teacher_out, "--speed-repeats", "2")
+    report = json.loads((student_out / "report.json").read_text())
+    markdown = (student_out / "report.md").read_text()
+    for task in ("xnli", "mlqa"):
+        assert (student_out / f"{task}.png").stat().st_size > 1000
+        for row in report["tasks"][task]["rows"]:
+            assert f"| {row['student']:.1f} | {row['teacher']:.1f} |" in markdown
+    assert report["efficiency"]["speedup"] > 0
+    assert report["efficiency"]["student"]["transformer_parameters"] < report["efficiency"]["teacher"]["transformer_parameters"]
