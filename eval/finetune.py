@@ -85,7 +85,7 @@ def finetune(model: torch.nn.Module, features: Mapping[str, torch.Tensor], setti
             optimizer.zero_grad(set_to_none=True)
             losses.append(loss.item())
             progress.update(1)
-            progress.set_postfix(loss=f"{losses[-1]:.4f}")
+            progress.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
             if (step + 1) % settings.log_every == 0 or step + 1 == total_steps:
                 log.write(json.dumps({"step": step + 1, "loss": losses[-1], "lr": scheduler.get_last_lr()[0],
                                       "epoch": (step + 1) / steps_per_epoch, "elapsed_s": time.time() - started}) + "\n")

@@ -165,7 +165,7 @@ def train(config: TrainConfig) -> Path:
         step_loss = mean_across_ranks(step_loss, context, device)
         tokens_per_s = step_tokens * context.world_size / max(elapsed, 1e-9)
         progress.update(1)
-        progress.set_postfix(loss=f"{step_loss:.4f}", tok_s=f"{tokens_per_s:,.0f}")
+        progress.set_postfix(loss=f"{step_loss:.4f}", tok_s=f"{tokens_per_s:,.0f}", refresh=False)
         if step % config.log_every == 0 or step == config.steps:
             record = {"step": step, "loss": step_loss, "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm,
                       "tokens_per_s": tokens_per_s, "tokens": dict(step_languages),

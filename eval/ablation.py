@@ -1,0 +1,152 @@
+"""`python -m eval.ablation RUN_DIR`: the ablation table of recipes/ablation.sh.
+
+Rows are variants, columns the XNLI average, English, the mean over non-English languages and
+retention vs the teacher, each as mean ± sample standard deviation over seeds (so a reader can
+tell signal from noise), plus MLQA F1 when it was run, and the efficiency of student and teacher.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+from mminilm.atomic import atomic_write_file
+
+VARIANT_NAMES = {
+    "minilm": "MiniLM (attention + value relation)",
+    "attention": "attention distributions only",
+    "minilmv2": "MiniLMv2 (Q-Q, K-K, V-V relations)",
+    "logit_kd": "logit KD (soft MLM logits)",
+    "mlm": "MLM only (no teacher)",
+    "ta": "MiniLM via teacher assistant",
+}
+
+
+def _xnli_summary(report: dict[str, Any]) -> dict[str, float]:
+    scores = {lang: entry["accuracy"] for lang, entry in report["languages"].items()}
+    others = [v for lang, v in scores.items() if lang != "en"]
+    return {"average": sum(scores.values()) / len(scores), "en": scores.get("en", float("nan")),
+            "non_en": sum(others) / len(others) if others else float("nan")}
+
+
+def _mean_std(values: list[float]) -> dict[str, float]:
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "runs": values}
+
+
+def collect(run_dir: Path, teacher_eval: Path | None) -> dict[str, Any]:
+    teacher = None
+    if teacher_eval and (teacher_eval / "xnli" / "report.json").is_file():
+        teacher = _xnli_summary(json.loads((teacher_eval / "xnli" / "report.json").read_text()))
+    rows = []
+    for variant_dir in sorted((run_dir / "variants").iterdir()):
+        seeds = sorted(p for p in variant_dir.glob("seed*") if (p / "eval" / "xnli" / "report.json").is_file())
+        if not seeds:
+            continue
+        summaries = [_xnli_summary(json.loads((s / "eval" / "xnli" / "report.json").read_text())) for s in seeds]
+        row: dict[str, Any] = {"variant": variant_dir.name, "name": VARIANT_NAMES.get(variant_dir.name, variant_dir.name),
+                               "seeds": [s.name for s in seeds]}
+        for key in ("average", "en", "non_en"):
+            row[key] = _mean_std([s[key] for s in summaries])
+        if teacher:
+            row["retention"] = _mean_std([100 * s["average"] / teacher["average"] for s in summaries])
+        mlqa = [json.loads((s / "eval" / "mlqa" / "report.json").read_text())["average"]["f1"]
+                for s in seeds if (s / "eval" / "mlqa" / "report.json").is_file()]
+        if mlqa:
+            row["mlqa_f1"] = _mean_std(mlqa)
+        model_dir = seeds[0] / "model"
+        row["model_dir"] = str(model_dir)
+        rows.append(row)
+    order = list(VARIANT_NAMES)
+    rows.sort(key=lambda r: order.index(r["variant"]) if r["variant"] in order else len(order))
+    return {"teacher": teacher, "rows": rows}
+
+
+def _cell(stat: dict[str, float] | None) -> str:
+    if stat is None:
+        return "–"
+    return f"{stat['mean']:.1f} ± {stat['std']:.1f}" if len(stat["runs"]) > 1 else f"{stat['mean']:.1f}"
+
+
+def write_ablation(run_dir: str | Path, teacher_eval: str | Path | None = None, measure_speed: bool = True) -> Path:
+    run_dir = Path(run_dir)
+    data = collect(run_dir, Path(teacher_eval) if teacher_eval else None)
+    if not data["rows"]:
+        raise FileNotFoundError(f"{run_dir}/variants/*/seed*/eval/xnli/report.json: no evaluated variants")
+    has_mlqa = any("mlqa_f1" in r for r in data["rows"])
+    header = "| variant | XNLI avg | en | non-en mean | retention % |" + (" MLQA F1 |" if has_mlqa else "")
+    lines = ["# Ablation (zero-shot XNLI, fine-tuned on English)", "",
+             f"Mean ± standard deviation over seeds ({', '.join(data['rows'][0]['seeds'])}).", "",
+             header, "|---|---:|---:|---:|---:|" + ("---:|" if has_mlqa else "")]
+    teacher = data["teacher"]
+    if teacher:
+        lines.append(f"| teacher | {teacher['average']:.1f} | {teacher['en']:.1f} | {teacher['non_en']:.1f} | 100 |"
+                     + (" |" if has_mlqa else ""))
+    for row in data["rows"]:
+        lines.append(f"| {row['name']} | {_cell(row['average'])} | {_cell(row['en'])} | {_cell(row['non_en'])} | "
+                     f"{_cell(row.get('retention'))} |" + (f" {_cell(row.get('mlqa_f1'))} |" if has_mlqa else ""))
+    if measure_speed:
+        from .efficiency import compare
+        from .report import _speed_sentences
+
+        teacher_model = json.loads((Path(teacher_eval) / "xnli" / "report.json").read_text())["model"] if teacher else None
+        efficiency = compare(data["rows"][0]["model_dir"], teacher_model, _speed_sentences())
+        data["efficiency"] = efficiency
+        lines += ["", "## Efficiency (every variant has the same student shape)", "",
+                  "| model | Transformer params | embedding params | FLOPs/token (n=128) | sentences/s (median of 5) | speed-up |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for role in ("teacher", "student"):
+            if role in efficiency:
+                cost = efficiency[role]
+                speedup = efficiency.get("speedup", 1.0) if role == "student" else 1.0
+                lines.append(f"| {role} | {cost['transformer_parameters'] / 1e6:.2f}M | {cost['embedding_parameters'] / 1e6:.2f}M | "
+                             f"{cost['flops_per_token'] / 1e6:.1f}M | {cost['throughput']['sentences_per_s']:.0f} | {speedup:.2f}x |")
+    _chart(data, run_dir / "ablation.png")
+    lines += ["", "![ablation](ablation.png)", ""]
+    atomic_write_file(run_dir / "ablation.json", lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
+    atomic_write_file(run_dir / "ablation.md", lambda tmp: tmp.write_text("\n".join(lines)))
+    return run_dir / "ablation.md"
+
+
+def _chart(data: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = data["rows"]
+    names = [r["variant"] for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    ax.bar(names, [r["average"]["mean"] for r in rows], yerr=[r["average"]["std"] for r in rows], capsize=4,
+           color="#2a7ab9", label="student (mean ± std over seeds)")
+    if data["teacher"]:
+        ax.axhline(data["teacher"]["average"], color="#555555", linestyle="--", label="teacher")
+    ax.axhline(100 / 3, color="#bb3333", linestyle=":", label="chance")
+    ax.set_ylabel("XNLI average accuracy (%)")
+    ax.set_title("Ablation: zero-shot XNLI at equal steps")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m eval.ablation", description=__doc__)
+    parser.add_argument("run_dir")
+    parser.add_argument("--teacher-eval", default=None, help="eval output dir of the teacher")
+    parser.add_argument("--no-speed", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        print(write_ablation(args.run_dir, args.teacher_eval, measure_speed=not args.no_speed))
+    except FileNotFoundError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,174 @@
+# Shared by the recipes: knob parsing, presets, the tiny teacher, evaluation and reports.
+# Every knob is an environment variable; `--some-knob VALUE` on the command line sets SOME_KNOB.
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export PYTHONPATH="${REPO_ROOT}${PYTHONPATH:+:${PYTHONPATH}}"
+PYTHON="${PYTHON:-python}"
+
+die() { echo "error: $*" >&2; exit 2; }
+log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
+
+# parse_knobs "$@": --preset tiny -> PRESET=tiny, --steps 10 -> STEPS=10, --help -> usage.
+parse_knobs() {
+  while [[ $# -gt 0 ]]; do
+    case "$1" in
+      -h|--help) usage; exit 0 ;;
+      --*=*) local name="${1%%=*}"; name="${name#--}"; name="${name//-/_}"; export "${name^^}=${1#*=}"; shift ;;
+      --*) [[ $# -ge 2 ]] || die "option $1 needs a value (see --help)"
+           local name="${1#--}"; name="${name//-/_}"; export "${name^^}=$2"; shift 2 ;;
+      *) die "unexpected argument '$1' (knobs are --name value or NAME=value; see --help)" ;;
+    esac
+  done
+}
+
+# The tiny preset: everything from $MMINILM_DATA, sized for 2 CPU cores.
+apply_tiny_preset() {
+  [[ -n "${MMINILM_DATA:-}" ]] || die "PRESET=tiny needs MMINILM_DATA (the shared data folder, e.g. ../shared/data)"
+  [[ -d "${MMINILM_DATA}/cc100_sample" ]] || die "MMINILM_DATA=${MMINILM_DATA} has no cc100_sample/ (is it the shared data folder?)"
+  : "${CORPUS:=${MMINILM_DATA}/cc100_sample}"
+  : "${OUTPUT:=runs/tiny}"
+  : "${TEACHER:=tiny}"             # 'tiny': pretrain one with python -m mminilm.pretrain
+  : "${VOCAB_SIZE:=8000}"
+  : "${TOKENIZER_LINES:=20000}"
+  : "${TEACHER_LAYERS:=4}"
+  : "${TEACHER_HIDDEN:=256}"
+  : "${TEACHER_HEADS:=4}"
+  : "${TEACHER_STEPS:=600}"
+  : "${TEACHER_LR:=1e-3}"
+  : "${STUDENT_LAYERS:=2}"
+  : "${STUDENT_HIDDEN:=128}"
+  : "${STUDENT_HEADS:=4}"
+  : "${MAX_LENGTH:=128}"
+  : "${BATCH_SIZE:=32}"
+  : "${STEPS:=400}"
+  : "${LR:=1e-3}"
+  : "${WARMUP:=40}"
+  : "${SAVE_EVERY:=100}"
+  : "${EVAL_LR:=1e-4}"
+  : "${XNLI_EPOCHS:=3}"
+  : "${MLQA_EPOCHS:=2}"
+  : "${MLQA_MAX_TRAIN:=1500}"
+  : "${MLQA_MAX_EVAL:=200}"
+  : "${MLQA_MAX_LENGTH:=256}"
+  : "${MLQA_STRIDE:=96}"
+}
+
+# The real defaults (XLM-R base -> L12-H384, paper-style optimisation).
+apply_default_knobs() {
+  : "${OUTPUT:=runs/xlmr_to_small}"
+  : "${TEACHER:=xlm-roberta-base}"
+  : "${CORPUS:=}"
+  : "${LANGUAGES:=ar bg de el en es fr hi ru sw th tr ur vi zh}"
+  : "${ALPHA:=0.3}"
+  : "${METHOD:=minilm}"
+  : "${RELATIONS:=attention,value}"
+  : "${TEACHER_LAYER:=-1}"
+  : "${RELATION_HEADS:=0}"
+  : "${STUDENT_LAYERS:=12}"
+  : "${STUDENT_HIDDEN:=384}"
+  : "${STUDENT_HEADS:=12}"
+  : "${MAX_LENGTH:=512}"
+  : "${BATCH_SIZE:=32}"
+  : "${GRAD_ACCUM:=1}"
+  : "${STEPS:=400000}"
+  : "${LR:=6e-4}"
+  : "${WARMUP:=4000}"
+  : "${SAVE_EVERY:=1000}"
+  : "${SEED:=42}"
+  : "${NPROC:=1}"
+  : "${DEVICE:=auto}"
+  : "${PRECISION:=auto}"
+  : "${EVAL:=1}"
+  : "${EVAL_TASKS:=xnli mlqa}"
+  : "${EVAL_DATA:=${MMINILM_DATA:-}}"
+  : "${EVAL_LR:=2e-5}"
+  : "${EVAL_BATCH:=32}"
+  : "${XNLI_PROTOCOL:=auto}"
+  : "${XNLI_EPOCHS:=2}"
+  : "${XNLI_MAX_TRAIN:=0}"
+  : "${XNLI_MAX_EVAL:=0}"
+  : "${MLQA_EPOCHS:=2}"
+  : "${MLQA_MAX_TRAIN:=0}"
+  : "${MLQA_MAX_EVAL:=0}"
+  : "${MLQA_MAX_LENGTH:=384}"
+  : "${MLQA_STRIDE:=128}"
+  : "${EVAL_TEACHER:=1}"
+}
+
+# Fail now, not after an hour, when the teacher or the corpus cannot be found.
+check_inputs() {
+  [[ -n "${CORPUS}" ]] || die "no corpus: set CORPUS=/path/to/cc100 (one {lang}.txt[.xz] per language), or use --preset tiny"
+  [[ -d "${CORPUS}" ]] || die "CORPUS=${CORPUS} is not a directory (expected one {lang}.txt[.xz] per language)"
+  "${PYTHON}" -c "from corpora import discover_languages; import sys; discover_languages(sys.argv[1], sys.argv[2].split())" \
+    "${CORPUS}" "${LANGUAGES}" || die "CORPUS=${CORPUS} does not hold every language in LANGUAGES='${LANGUAGES}'"
+  if [[ "${TEACHER}" != "tiny" ]]; then
+    "${PYTHON}" - "${TEACHER}" <<'PY' || die "teacher '${TEACHER}' cannot be loaded: set TEACHER=/path/to/model (a transformers dir, or a fairseq XLM-R dir with model.pt, dict.txt, sentencepiece.bpe.model); offline machines cannot fetch hub ids"
+import socket, sys
+from mminilm.fairseq_convert import is_fairseq_checkpoint_dir
+name = sys.argv[1]
+if not is_fairseq_checkpoint_dir(name):
+    from transformers import AutoConfig
+    try:
+        AutoConfig.from_pretrained(name, local_files_only=True)  # a local dir, or already in the HF cache
+    except OSError:
+        try:  # a hub id: only worth trying when the hub answers at all (no 30 s of retries offline)
+            socket.create_connection(("huggingface.co", 443), timeout=3).close()
+        except OSError:
+            sys.exit(f"'{name}' is neither a local model dir nor in the Hugging Face cache, and the hub is unreachable")
+        try:
+            AutoConfig.from_pretrained(name)
+        except OSError as error:
+            sys.exit(str(error).splitlines()[0])
+PY
+  fi
+  if [[ "${EVAL}" == "1" && -z "${EVAL_DATA}" ]]; then
+    die "evaluation needs data: set EVAL_DATA (or MMINILM_DATA) to the folder with xnli/, mlqa/, qa_train_en/, or EVAL=0"
+  fi
+}
+
+# pretrain_tiny_teacher OUT_DIR -> prints the teacher model dir
+pretrain_tiny_teacher() {
+  local out="$1"
+  if [[ -f "${out}/model/config.json" ]]; then log "tiny teacher already at ${out}/model"; echo "${out}/model"; return; fi
+  log "pretraining a tiny XLM-R teacher (${TEACHER_LAYERS} layers, hidden ${TEACHER_HIDDEN}, ${TEACHER_STEPS} steps) in ${out}"
+  "${PYTHON}" -m mminilm.pretrain --corpus "${CORPUS}" --languages ${LANGUAGES} --output-dir "${out}" \
+    --vocab-size "${VOCAB_SIZE}" --tokenizer-lines "${TOKENIZER_LINES}" --layers "${TEACHER_LAYERS}" \
+    --hidden "${TEACHER_HIDDEN}" --heads "${TEACHER_HEADS}" --max-length "${MAX_LENGTH}" --batch-size "${BATCH_SIZE}" \
+    --steps "${TEACHER_STEPS}" --lr "${TEACHER_LR}" --warmup-steps $(( TEACHER_STEPS / 10 + 1 )) --seed "${SEED}" \
+    --device "${DEVICE}" --precision "${PRECISION}" --save-every "${SAVE_EVERY}" --resume >/dev/null
+  echo "${out}/model"
+}
+
+# distill TEACHER_DIR OUT_DIR STEPS [extra trainer args...] -> prints the student model dir
+distill() {
+  local teacher="$1" out="$2" steps="$3"; shift 3
+  if [[ -f "${out}/model/config.json" ]]; then log "already trained: ${out}/model"; echo "${out}/model"; return; fi
+  local launcher=("${PYTHON}" -m mminilm.distill)
+  if [[ "${NPROC}" -gt 1 ]]; then launcher=("${PYTHON}" -m torch.distributed.run --nproc_per_node "${NPROC}" -m mminilm.distill); fi
+  log "training ${out} (${steps} steps)"
+  "${launcher[@]}" --teacher "${teacher}" --corpus "${CORPUS}" --languages ${LANGUAGES} --alpha "${ALPHA}" \
+    --output-dir "${out}" --max-length "${MAX_LENGTH}" --batch-size "${BATCH_SIZE}" --grad-accum "${GRAD_ACCUM}" \
+    --steps "${steps}" --lr "${LR}" --warmup-steps "${WARMUP}" --save-every "${SAVE_EVERY}" --seed "${SEED}" \
+    --device "${DEVICE}" --precision "${PRECISION}" --resume "$@" >/dev/null
+  echo "${out}/model"
+}
+
+# evaluate MODEL_DIR OUT_DIR: XNLI and/or MLQA zero-shot transfer
+evaluate() {
+  local model="$1" out="$2"
+  for task in ${EVAL_TASKS}; do
+    if [[ -f "${out}/${task}/report.json" ]]; then log "already evaluated: ${out}/${task}"; continue; fi
+    log "evaluating ${model} on ${task}"
+    case "${task}" in
+      xnli) "${PYTHON}" -m eval.xnli --model "${model}" --output-dir "${out}" --data-dir "${EVAL_DATA}" \
+              --protocol "${XNLI_PROTOCOL}" --epochs "${XNLI_EPOCHS}" --lr "${EVAL_LR}" --batch-size "${EVAL_BATCH}" \
+              --max-train-examples "${XNLI_MAX_TRAIN}" --max-eval-examples "${XNLI_MAX_EVAL}" --seed "${SEED}" \
+              --device "${DEVICE}" --precision "${PRECISION}" >/dev/null ;;
+      mlqa) "${PYTHON}" -m eval.mlqa --model "${model}" --output-dir "${out}" --data-dir "${EVAL_DATA}" \
+              --epochs "${MLQA_EPOCHS}" --lr "${EVAL_LR}" --batch-size "${EVAL_BATCH}" --max-length "${MLQA_MAX_LENGTH}" \
+              --doc-stride "${MLQA_STRIDE}" --max-train-examples "${MLQA_MAX_TRAIN}" --max-eval-examples "${MLQA_MAX_EVAL}" \
+              --seed "${SEED}" --device "${DEVICE}" --precision "${PRECISION}" >/dev/null ;;
+      *) die "EVAL_TASKS: unknown task '${task}' (xnli, mlqa)" ;;
+    esac
+  done
+}

@@ -1,0 +1,85 @@
+"""The recipes as a user runs them: bash subprocesses, end to end, on the shared data (shortened tiny preset)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from mminilm.run_logging import read_jsonl
+
+REPO = Path(__file__).resolve().parents[1]
+# The tiny preset, shortened so that pretraining, distillation, both evaluations and the report
+# finish in a few minutes on 2 cores. The full preset is the same code with more steps.
+SHORT = {
+    "VOCAB_SIZE": "3000", "TOKENIZER_LINES": "1500", "TEACHER_LAYERS": "2", "TEACHER_HIDDEN": "64",
+    "TEACHER_STEPS": "30", "STUDENT_HIDDEN": "32", "STUDENT_LAYERS": "1", "STEPS": "30", "MAX_LENGTH": "64",
+    "BATCH_SIZE": "8", "SAVE_EVERY": "10", "WARMUP": "3", "XNLI_MAX_TRAIN": "96", "XNLI_MAX_EVAL": "24", "XNLI_EPOCHS": "1",
+    "MLQA_MAX_TRAIN": "48", "MLQA_MAX_EVAL": "12", "MLQA_EPOCHS": "1", "MLQA_MAX_LENGTH": "128", "MLQA_STRIDE": "64",
+    "OMP_NUM_THREADS": "2",
+}
+
+
+def _run(script: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(REPO / "recipes" / script), *args], cwd="/", env=env, capture_output=True,
+                          text=True, timeout=1200)
+
+
+def test_tiny_preset_end_to_end(tmp_path, data_dir):
+    env = dict(os.environ, MMINILM_DATA=str(data_dir), OUTPUT=str(tmp_path / "run"), **SHORT)
+    result = _run("xlmr_to_small.sh", env, "--preset", "tiny")  # from cwd=/: the recipe finds its repo itself
+    assert result.returncode == 0, result.stderr[-4000:]
+    run = tmp_path / "run"
+    for model in (run / "teacher" / "model", run / "student" / "model"):
+        assert (model / "config.json").is_file() and (model / "tokenizer.json").is_file()
+    student_config = json.loads((run / "student" / "model" / "config.json").read_text())
+    assert (student_config["num_hidden_layers"], student_config["hidden_size"]) == (1, 32)
+    for log in (run / "teacher" / "train_log.jsonl", run / "student" / "train_log.jsonl"):
+        losses = [r["loss"] for r in read_jsonl(log)]
+        assert len(losses) == 3 and losses[-1] < losses[0], (log, losses)  # log every 10 of 30 steps
+    report = json.loads((run / "eval" / "student" / "report.json").read_text())
+    assert set(report["tasks"]) == {"xnli", "mlqa"}
+    assert len(report["tasks"]["xnli"]["rows"]) == 16 and len(report["tasks"]["mlqa"]["rows"]) == 8
+    assert all("teacher" in row and "retention" in row for row in report["tasks"]["xnli"]["rows"])
+    assert (run / "report.md").read_text().count("| **average** |") == 2
+    assert (run / "eval" / "student" / "xnli.png").is_file() and (run / "eval" / "student" / "mlqa.png").is_file()
+    summary = json.loads((run / "recipe_summary.json").read_text())
+    assert summary["student"].endswith("student/model")
+    # a second run finds everything done and only rewrites the report
+    again = _run("xlmr_to_small.sh", env, "--preset", "tiny")
+    assert again.returncode == 0 and "already trained" in again.stderr
+
+
+def test_teacher_assistant_reuses_the_recipe_machinery(tmp_path, data_dir):
+    env = dict(os.environ, MMINILM_DATA=str(data_dir), OUTPUT=str(tmp_path / "ta"), EVAL="0", **SHORT,
+               ASSISTANT_LAYERS="2", ASSISTANT_HIDDEN="48", ASSISTANT_HEADS="4")
+    result = _run("teacher_assistant.sh", env, "--preset", "tiny")
+    assert result.returncode == 0, result.stderr[-4000:]
+    assistant = json.loads((tmp_path / "ta" / "assistant" / "model" / "config.json").read_text())
+    assert assistant["hidden_size"] == 48
+    student_run = json.loads((tmp_path / "ta" / "student" / "config.json").read_text())
+    assert student_run["teacher"].endswith("assistant/model") and student_run["steps"] == 15
+    assert json.loads((tmp_path / "ta" / "assistant" / "config.json").read_text())["steps"] == 15
+
+
+@pytest.mark.parametrize("env_update,message", [
+    ({"CORPUS": ""}, "no corpus: set CORPUS="),
+    ({"CORPUS": "/nonexistent/cc100"}, "CORPUS=/nonexistent/cc100 is not a directory"),
+    ({"TEACHER": "/nonexistent/teacher"}, "set TEACHER=/path/to/model"),
+])
+def test_missing_inputs_stop_at_once_saying_what_to_set(tmp_path, data_dir, env_update, message):
+    env = dict(os.environ, CORPUS=str(data_dir / "cc100_sample"), OUTPUT=str(tmp_path / "x"))
+    env.update(env_update)
+    result = _run("xlmr_to_small.sh", env)
+    assert result.returncode == 2 and message in result.stderr
+    assert not (tmp_path / "x" / "student").exists()
+
+
+def test_help_lists_the_knobs():
+    result = subprocess.run(["bash", str(REPO / "recipes" / "xlmr_to_small.sh"), "--help"], capture_output=True, text=True)
+    assert result.returncode == 0
+    for knob in ("PRESET", "TEACHER", "CORPUS", "STUDENT_LAYERS", "METHOD", "NPROC", "EVAL_TASKS"):
+        assert knob in result.stdout
