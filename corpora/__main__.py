@@ -44,7 +44,24 @@ def main(argv: list[str] | None = None) -> int:
     stats.add_argument("--languages", nargs="+", default=None, help="restrict to these languages")
     stats.add_argument("--cache-dir", default=None, help="where to keep the size index if the corpus is read-only")
     stats.add_argument("--json", action="store_true", help="print JSON instead of a Markdown table")
+    binarize = sub.add_parser("binarize", help="tokenize once into {lang}.bin token files for multi-epoch runs")
+    binarize.add_argument("corpus_dir")
+    binarize.add_argument("--tokenizer", required=True, help="tokenizer dir or model dir (the teacher's)")
+    binarize.add_argument("--output", required=True, help="output dir for {lang}.bin and binarized.json")
+    binarize.add_argument("--languages", nargs="+", default=None)
     args = parser.parse_args(argv)
+    if args.command == "binarize":
+        from transformers import AutoTokenizer
+
+        from .binarize import binarize_corpus
+
+        try:
+            meta = binarize_corpus(args.corpus_dir, AutoTokenizer.from_pretrained(args.tokenizer), args.output, args.languages)
+        except (FileNotFoundError, ValueError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        print(json.dumps(meta, indent=1))
+        return 0
     try:
         sizes = corpus_sizes(args.corpus_dir, args.languages, args.cache_dir)
         rows = stats_table(sizes, args.alpha)

@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 from transformers import PreTrainedTokenizerBase
 
+from .binarize import BinarizedBlockStream, binarized_sizes
 from .index import corpus_sizes
 from .packing import BlockPacker
 from .reader import ReadStats, discover_languages
@@ -45,10 +46,17 @@ class CorpusDataset(IterableDataset):
         sizes: Mapping[str, float] | None = None,
         cache_dir: str | os.PathLike | None = None,
         packing: str = "concat",
+        binarized_dir: str | os.PathLike | None = None,
     ) -> None:
         super().__init__()
         self.corpus_dir = Path(corpus_dir)
-        self.files = discover_languages(self.corpus_dir, list(languages) if languages else None)
+        self.binarized_dir = Path(binarized_dir) if binarized_dir else None
+        if self.binarized_dir is not None:
+            if sizes is None:
+                sizes = binarized_sizes(self.binarized_dir, list(languages) if languages else None)
+            self.files = {lang: [self.binarized_dir / f"{lang}.bin"] for lang in sizes}
+        else:
+            self.files = discover_languages(self.corpus_dir, list(languages) if languages else None)
         if sizes is not None:
             unknown = set(sizes) - set(self.files)
             if unknown:
@@ -72,6 +80,11 @@ class CorpusDataset(IterableDataset):
 
     def _build(self, part: int, num_parts: int) -> tuple[LanguageBalancedSampler, dict[str, BlockPacker]]:
         sampler = LanguageBalancedSampler(self.sizes, self.alpha, self.seed, rank=part, world_size=num_parts)
+        if self.binarized_dir is not None:
+            packers = {lang: BinarizedBlockStream(paths[0], self.tokenizer.bos_token_id, self.tokenizer.eos_token_id,
+                                                  self.max_length, part, num_parts)
+                       for lang, paths in self.files.items()}
+            return sampler, packers
         packers = {
             lang: BlockPacker(LanguageStream(lang, paths, part, num_parts), self.tokenizer, self.max_length, self.packing)
             for lang, paths in self.files.items()
@@ -127,7 +140,7 @@ class CorpusDataset(IterableDataset):
 
     def read_stats(self) -> dict[str, ReadStats]:
         """Per-language reader statistics (lines, documents, invalid UTF-8, truncated files) so far."""
-        if self._live is None:
+        if self._live is None or self.binarized_dir is not None:
             return {}
         return {lang: packer.stream.stats for lang, packer in self._live[1].items()}
 

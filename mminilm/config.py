@@ -44,6 +44,7 @@ class TrainConfig:
     init_from_teacher: bool = _field(False, "initialise the student from every k-th teacher layer (equal widths only)")
     corpus: str = _field("", "CC-100-layout dir: one {lang}.txt[.xz|.gz|.zst] per language")
     languages: list = _field(list(XNLI_LANGUAGES), "languages to train on (default: the 15 XNLI languages)")
+    binarized_dir: str = _field("", "pre-tokenized corpus (python -m corpora binarize) to read instead of text")
     alpha: float = _field(0.3, "language sampling exponent q_i ∝ p_i^alpha, in (0, 1]")
     packing: str = _field("concat", "concat (documents joined by </s>) | document (blocks never span documents)",
                           choices=("concat", "document"))
@@ -73,9 +74,11 @@ class TrainConfig:
         problems = []
         if self.objective not in OBJECTIVES:
             problems.append(f"--objective must be one of {OBJECTIVES}")
-        if not self.corpus:
+        if self.binarized_dir and not (Path(self.binarized_dir) / "binarized.json").is_file():
+            problems.append(f"--binarized-dir {self.binarized_dir} has no binarized.json (make it with python -m corpora binarize)")
+        if not self.corpus and not self.binarized_dir:
             problems.append("--corpus is required: a CC-100-layout directory")
-        elif not Path(self.corpus).is_dir():
+        elif self.corpus and not Path(self.corpus).is_dir():
             problems.append(f"--corpus {self.corpus} is not a directory")
         if self.objective != "mlm" and not self.teacher:
             problems.append(f"--teacher is required for --objective {self.objective}")

@@ -95,7 +95,8 @@ def train(config: TrainConfig) -> Path:
     scheduler = linear_warmup_decay(optimizer, config.warmup_steps, config.steps)
     dataset = CorpusDataset(config.corpus, tokenizer, config.languages, alpha=config.alpha, max_length=config.max_length,
                             seed=config.seed, rank=context.rank, world_size=context.world_size,
-                            cache_dir=config.cache_dir or None, packing=config.packing)
+                            cache_dir=config.cache_dir or None, packing=config.packing,
+                            binarized_dir=config.binarized_dir or None)
     mask_generator = torch.Generator().manual_seed(config.seed * 1000 + context.rank)
     log = JsonlLog(output / "train_log.jsonl", context.is_main)
     step, tokens_seen = 0, Counter()

@@ -160,11 +160,17 @@ evaluate() {
     if [[ -f "${out}/${task}/report.json" ]]; then log "already evaluated: ${out}/${task}"; continue; fi
     log "evaluating ${model} on ${task}"
     case "${task}" in
-      xnli) "${PYTHON}" -m eval.xnli --model "${model}" --output-dir "${out}" --data-dir "${EVAL_DATA}" \
+      xnli) local files=()
+            [[ -n "${XNLI_TRAIN_FILE:-}" ]] && files+=(--train-file "${XNLI_TRAIN_FILE}")
+            [[ -n "${XNLI_DEV_FILE:-}" ]] && files+=(--dev-file "${XNLI_DEV_FILE}")
+            [[ -n "${XNLI_TEST_FILE:-}" ]] && files+=(--test-file "${XNLI_TEST_FILE}")
+            "${PYTHON}" -m eval.xnli "${files[@]}" --model "${model}" --output-dir "${out}" --data-dir "${EVAL_DATA}" \
               --protocol "${XNLI_PROTOCOL}" --epochs "${XNLI_EPOCHS}" --lr "${EVAL_LR}" --batch-size "${EVAL_BATCH}" \
               --max-train-examples "${XNLI_MAX_TRAIN}" --max-eval-examples "${XNLI_MAX_EVAL}" --seed "${SEED}" \
               --device "${DEVICE}" --precision "${PRECISION}" >/dev/null ;;
-      mlqa) "${PYTHON}" -m eval.mlqa --model "${model}" --output-dir "${out}" --data-dir "${EVAL_DATA}" \
+      mlqa) local mlqa_dir=()
+            [[ -n "${MLQA_DIR:-}" ]] && mlqa_dir=(--mlqa-dir "${MLQA_DIR}")
+            "${PYTHON}" -m eval.mlqa "${mlqa_dir[@]}" --model "${model}" --output-dir "${out}" --data-dir "${EVAL_DATA}" \
               --epochs "${MLQA_EPOCHS}" --lr "${EVAL_LR}" --batch-size "${EVAL_BATCH}" --max-length "${MLQA_MAX_LENGTH}" \
               --doc-stride "${MLQA_STRIDE}" --max-train-examples "${MLQA_MAX_TRAIN}" --max-eval-examples "${MLQA_MAX_EVAL}" \
               --seed "${SEED}" --device "${DEVICE}" --precision "${PRECISION}" >/dev/null ;;

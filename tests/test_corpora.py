@@ -222,3 +222,25 @@ def test_stats_cli(tmp_path, cc100_dir):
     bad = subprocess.run([sys.executable, "-m", "corpora", "stats", str(cc100_dir), "--languages", "xx"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "languages ['xx'] not found" in bad.stderr
+
+
+def test_binarized_corpus_matches_tokenizer_and_resumes(tmp_path, cc100_dir, tokenizer):
+    from corpora.binarize import binarize_corpus
+    import numpy as np
+
+    meta = binarize_corpus(cc100_dir, tokenizer, tmp_path / "bin", languages=["jv", "yo"])
+    expected = []
+    for document in iter_documents(cc100_dir / "jv.txt"):
+        expected += tokenizer(" ".join(document), add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    assert np.fromfile(tmp_path / "bin" / "jv.bin", dtype=np.uint32).tolist() == expected
+    assert meta["languages"]["jv"]["tokens"] == len(expected)
+    dataset = CorpusDataset(tmp_path / "unused", tokenizer, ["jv", "yo"], max_length=32, binarized_dir=tmp_path / "bin")
+    stream = iter(dataset)
+    first = [next(stream) for _ in range(30)]
+    jv_blocks = [b["input_ids"].tolist() for b in first if b["language"] == "jv"]
+    assert jv_blocks[0] == [tokenizer.bos_token_id, *expected[:30], tokenizer.eos_token_id]
+    state = json.loads(json.dumps(dataset.state_dict()))
+    expected_next = [next(stream)["input_ids"] for _ in range(10)]
+    resumed = CorpusDataset(tmp_path / "unused", tokenizer, ["jv", "yo"], max_length=32, binarized_dir=tmp_path / "bin")
+    resumed.load_state_dict(state)
+    assert all(torch.equal(a, b["input_ids"]) for a, (_, b) in zip(expected_next, zip(range(10), iter(resumed))))

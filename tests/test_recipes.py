@@ -83,3 +83,24 @@ def test_help_lists_the_knobs():
     assert result.returncode == 0
     for knob in ("PRESET", "TEACHER", "CORPUS", "STUDENT_LAYERS", "METHOD", "NPROC", "EVAL_TASKS"):
         assert knob in result.stdout
+
+
+def test_ablation_smoke_all_variants_one_seed(tmp_path, data_dir):
+    env = dict(os.environ, MMINILM_DATA=str(data_dir), OUTPUT=str(tmp_path / "ablation"), **SHORT, SEEDS="1",
+               ASSISTANT_LAYERS="1", ASSISTANT_HIDDEN="48", ASSISTANT_HEADS="4", RELATION_HEADS_V2="8")
+    result = _run("ablation.sh", env)
+    assert result.returncode == 0, result.stderr[-4000:]
+    table = json.loads((tmp_path / "ablation" / "ablation.json").read_text())
+    assert [row["variant"] for row in table["rows"]] == ["minilm", "attention", "minilmv2", "logit_kd", "mlm", "ta"]
+    for row in table["rows"]:
+        assert 0 <= row["average"]["mean"] <= 100 and row["seeds"] == ["seed1"]
+        assert row["retention"]["mean"] > 0
+    markdown = (tmp_path / "ablation" / "ablation.md").read_text()
+    assert "| MiniLM via teacher assistant |" in markdown and "| teacher |" in markdown
+    assert (tmp_path / "ablation" / "ablation.png").stat().st_size > 1000
+    configs = {row["variant"]: json.loads((tmp_path / "ablation" / "variants" / row["variant"] / "seed1" / "config.json").read_text())
+               for row in table["rows"]}
+    assert configs["attention"]["relations"] == "attention" and configs["minilmv2"]["relation_heads"] == 8
+    assert configs["ta"]["steps"] + json.loads(
+        (tmp_path / "ablation" / "variants" / "ta" / "seed1" / "assistant" / "config.json").read_text())["steps"] == 30
+    assert len({c["steps"] for v, c in configs.items() if v != "ta"}) == 1  # equal compute for every row
