@@ -49,15 +49,34 @@ class MlqaConfig:
     max_length: int = 384
     doc_stride: int = 128
     max_answer_length: int = 30
+    max_query_length: int = 64
     n_best: int = 20
     seed: int = 42
     device: str = "auto"
     precision: str = "auto"
 
 
-def train_features(tokenizer, records: list[dict[str, Any]], max_length: int, stride: int) -> dict[str, torch.Tensor]:
+def clip_questions(tokenizer, records: list[dict[str, Any]], max_query_length: int) -> list[str]:
+    """Questions cut to `max_query_length` tokens (SQuAD's max_query_length), so a long question
+    can never leave a window too short for its context and stride."""
+    questions = [r["question"].lstrip() for r in records]
+    encoded = tokenizer(questions, add_special_tokens=False)["input_ids"]
+    return [q if len(ids) <= max_query_length else tokenizer.decode(ids[:max_query_length])
+            for q, ids in zip(questions, encoded)]
+
+
+def check_window(max_length: int, stride: int, max_query_length: int) -> None:
+    room = max_length - max_query_length - 4  # <s> q </s></s> c </s>
+    if room <= 0 or stride >= room:
+        raise ValueError(f"--doc-stride {stride} must be smaller than the context room of a window: --max-length "
+                         f"{max_length} - --max-query-length {max_query_length} - 4 special tokens = {room}")
+
+
+def train_features(tokenizer, records: list[dict[str, Any]], max_length: int, stride: int,
+                   max_query_length: int = 64) -> dict[str, torch.Tensor]:
     """Sliding windows over each context; windows without the answer point at <s> (index 0)."""
-    encoded = tokenizer([r["question"].lstrip() for r in records], [r["context"] for r in records],
+    check_window(max_length, stride, max_query_length)
+    encoded = tokenizer(clip_questions(tokenizer, records, max_query_length), [r["context"] for r in records],
                         truncation="only_second", max_length=max_length, stride=stride, return_overflowing_tokens=True,
                         return_offsets_mapping=True, padding="max_length")
     starts, ends = [], []
@@ -84,8 +103,9 @@ def train_features(tokenizer, records: list[dict[str, Any]], max_length: int, st
             "start_positions": torch.tensor(starts), "end_positions": torch.tensor(ends)}
 
 
-def eval_features(tokenizer, records: list[dict[str, Any]], max_length: int, stride: int):
-    encoded = tokenizer([r["question"].lstrip() for r in records], [r["context"] for r in records],
+def eval_features(tokenizer, records: list[dict[str, Any]], max_length: int, stride: int, max_query_length: int = 64):
+    check_window(max_length, stride, max_query_length)
+    encoded = tokenizer(clip_questions(tokenizer, records, max_query_length), [r["context"] for r in records],
                         truncation="only_second", max_length=max_length, stride=stride, return_overflowing_tokens=True,
                         return_offsets_mapping=True, padding="max_length")
     offsets = []
@@ -132,6 +152,7 @@ def run_mlqa(config: MlqaConfig) -> dict:
     model_dir = Path(config.model)
     if not (model_dir / "config.json").is_file():
         raise FileNotFoundError(f"--model {model_dir} is not a transformers model dir (no config.json)")
+    check_window(config.max_length, config.doc_stride, config.max_query_length)
     train_files = config.train_files or [str(p) for p in sorted((data_root(config.data_dir) / "qa_train_en").glob("*.json"))]
     if not train_files:
         raise FileNotFoundError("no English QA training files: pass --train-files (SQuAD v1.1 format)")
@@ -159,7 +180,7 @@ def run_mlqa(config: MlqaConfig) -> dict:
         raise ValueError(f"{model_dir}: MLQA needs a fast tokenizer (offset mapping); save one with the model")
     model = AutoModelForQuestionAnswering.from_pretrained(str(model_dir))
     started = time.time()
-    features = train_features(tokenizer, records, config.max_length, config.doc_stride)
+    features = train_features(tokenizer, records, config.max_length, config.doc_stride, config.max_query_length)
     settings = FinetuneSettings(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, seed=config.seed,
                                 precision=config.precision)
     losses = finetune(model, features, settings, device, out / "train_log.jsonl", "mlqa fine-tune (en)")
@@ -170,7 +191,8 @@ def run_mlqa(config: MlqaConfig) -> dict:
         if config.max_eval_examples:
             data = _first_questions(data, config.max_eval_examples)
         eval_records = flatten_squad(data)
-        feats, sample_map, offsets = eval_features(tokenizer, eval_records, config.max_length, config.doc_stride)
+        feats, sample_map, offsets = eval_features(tokenizer, eval_records, config.max_length, config.doc_stride,
+                                                   config.max_query_length)
         start_logits, end_logits = batched_forward(model, feats, config.eval_batch_size, device, config.precision,
                                                    f"mlqa {context_lang}-{question_lang}")
         answers = decode_answers(eval_records, sample_map, offsets, start_logits, end_logits, config.n_best,
@@ -261,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-length", type=int, default=384)
     parser.add_argument("--doc-stride", type=int, default=128)
     parser.add_argument("--max-answer-length", type=int, default=30)
+    parser.add_argument("--max-query-length", type=int, default=64, help="questions are cut to this many tokens")
     parser.add_argument("--n-best", type=int, default=20)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--device", default="auto")

@@ -37,11 +37,7 @@ check_inputs
 mkdir -p "${OUTPUT}"
 started=$(date +%s)
 
-if [[ "${TEACHER}" == "tiny" ]]; then
-  TEACHER_DIR="$(pretrain_tiny_teacher "${OUTPUT}/teacher")"
-else
-  TEACHER_DIR="${TEACHER}"
-fi
+TEACHER_DIR="$(resolve_teacher "${OUTPUT}")"
 shape=(--student-layers "${STUDENT_LAYERS}" --student-hidden "${STUDENT_HIDDEN}" --student-heads "${STUDENT_HEADS}")
 for seed in ${SEEDS}; do
   for variant in ${VARIANTS}; do

@@ -178,3 +178,23 @@ evaluate() {
     esac
   done
 }
+
+# resolve_teacher OUT_DIR -> the teacher model dir ('tiny' pretrains one under OUT_DIR/teacher)
+resolve_teacher() {
+  if [[ "${TEACHER}" == "tiny" ]]; then pretrain_tiny_teacher "$1/teacher"; else echo "${TEACHER}"; fi
+}
+
+# evaluate_and_report STUDENT_DIR TEACHER_DIR: transfer eval of both, then OUTPUT/report.md
+evaluate_and_report() {
+  local student="$1" teacher="$2"
+  [[ "${EVAL}" == "1" ]] || return 0
+  evaluate "${student}" "${OUTPUT}/eval/student"
+  local teacher_flag=()
+  if [[ "${EVAL_TEACHER}" == "1" ]]; then
+    evaluate "${teacher}" "${OUTPUT}/eval/teacher"
+    teacher_flag=(--teacher "${OUTPUT}/eval/teacher")
+  fi
+  "${PYTHON}" -m eval.report "${OUTPUT}/eval/student" "${teacher_flag[@]}" >/dev/null
+  cp "${OUTPUT}/eval/student/report.md" "${OUTPUT}/report.md"
+  log "report: ${OUTPUT}/report.md"
+}

@@ -32,11 +32,7 @@ check_inputs
 mkdir -p "${OUTPUT}"
 started=$(date +%s)
 
-if [[ "${TEACHER}" == "tiny" ]]; then
-  TEACHER_DIR="$(pretrain_tiny_teacher "${OUTPUT}/teacher")"
-else
-  TEACHER_DIR="${TEACHER}"
-fi
+TEACHER_DIR="$(resolve_teacher "${OUTPUT}")"
 common=(--objective "${METHOD}" --relations "${RELATIONS}" --relation-heads "${RELATION_HEADS}")
 ASSISTANT_DIR="$(distill "${TEACHER_DIR}" "${OUTPUT}/assistant" "${ASSISTANT_STEPS}" "${common[@]}" \
   --teacher-layer "${TEACHER_LAYER}" --student-layers "${ASSISTANT_LAYERS}" --student-hidden "${ASSISTANT_HIDDEN}" \
@@ -44,17 +40,7 @@ ASSISTANT_DIR="$(distill "${TEACHER_DIR}" "${OUTPUT}/assistant" "${ASSISTANT_STE
 STUDENT_DIR="$(distill "${ASSISTANT_DIR}" "${OUTPUT}/student" "${STUDENT_STEPS}" "${common[@]}" \
   --student-layers "${STUDENT_LAYERS}" --student-hidden "${STUDENT_HIDDEN}" --student-heads "${STUDENT_HEADS}")"
 
-if [[ "${EVAL}" == "1" ]]; then
-  evaluate "${STUDENT_DIR}" "${OUTPUT}/eval/student"
-  teacher_flag=()
-  if [[ "${EVAL_TEACHER}" == "1" ]]; then
-    evaluate "${TEACHER_DIR}" "${OUTPUT}/eval/teacher"
-    teacher_flag=(--teacher "${OUTPUT}/eval/teacher")
-  fi
-  "${PYTHON}" -m eval.report "${OUTPUT}/eval/student" "${teacher_flag[@]}" >/dev/null
-  cp "${OUTPUT}/eval/student/report.md" "${OUTPUT}/report.md"
-  log "report: ${OUTPUT}/report.md"
-fi
+evaluate_and_report "${STUDENT_DIR}" "${TEACHER_DIR}"
 echo "{\"student\": \"${STUDENT_DIR}\", \"assistant\": \"${ASSISTANT_DIR}\", \"teacher\": \"${TEACHER_DIR}\", \"wall_time_s\": $(( $(date +%s) - started ))}" \
   > "${OUTPUT}/recipe_summary.json"
 log "done in $(( $(date +%s) - started )) s: student ${STUDENT_DIR}"

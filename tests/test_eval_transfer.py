@@ -65,6 +65,15 @@ def test_mlqa_features_recover_gold_spans(data_dir, tokenizer):
     assert sum(recovered) >= 0.9 * len(records)
 
 
+def test_window_too_small_for_stride_is_a_clear_error(data_dir, tokenizer):
+    records = flatten_squad(load_squad(data_dir / "qa_train_en" / "tydiqa.goldp.en.train.json"))[:4]
+    with pytest.raises(ValueError, match="--doc-stride 64 must be smaller than the context room"):
+        train_features(tokenizer, records, max_length=128, stride=64, max_query_length=64)
+    long_question = [{**records[0], "question": " ".join(["why"] * 300)}]
+    features = train_features(tokenizer, long_question, max_length=128, stride=32, max_query_length=64)
+    assert features["input_ids"].shape[1] == 128  # the question was clipped, the context still has room
+
+
 def test_training_questions_without_answers_are_skipped_and_counted(data_dir, capsys):
     files = sorted(str(p) for p in (data_dir / "qa_train_en").glob("*.json"))
     records, skipped = usable_training_records(files)
@@ -118,7 +127,7 @@ def test_end_to_end_xnli_mlqa_and_report(tmp_path, data_dir, tiny_model_dirs):
         common = ["--model", model_dir, "--output-dir", out, "--data-dir", data_dir, "--epochs", "1", "--lr", "1e-3",
                   "--device", "cpu", "--max-train-examples", "64", "--max-eval-examples", "20"]
         _run("eval.xnli", *common, "--languages", "en", "de", "sw", "--max-length", "64")
-        _run("eval.mlqa", *common, "--languages", "en", "zh", "--max-length", "128", "--doc-stride", "64")
+        _run("eval.mlqa", *common, "--languages", "en", "zh", "--max-length", "128", "--doc-stride", "48")
         outputs.append(out)
     student_out, teacher_out = outputs
     xnli = json.loads((student_out / "xnli" / "report.json").read_text())
