@@ -51,6 +51,28 @@ def task_rows(student: dict[str, Any], teacher: dict[str, Any] | None, task: str
     return rows
 
 
+def chance_warnings(rows: list[dict[str, Any]], task: str) -> list[str]:
+    """Flag models whose XNLI average is statistically indistinguishable from chance (1/3).
+
+    Retention between two models at chance is meaningless (it reads ~100%), so the report says
+    so instead of letting a reader take it for a good student. Band: 1/3 ± 1.96 binomial std
+    with n = the examples of one language (the languages are translations of the same
+    examples, so pooling them would overstate the evidence).
+    """
+    if task != "xnli":
+        return []
+    average = rows[-1]
+    n = average["n"] // max(1, len(rows) - 1)
+    band = 100 * 1.96 * ((1 / 3) * (2 / 3) / max(1, n)) ** 0.5
+    warnings = []
+    for role in ("teacher", "student"):
+        value = average.get(role)
+        if value is not None and abs(value - 100 / 3) <= band:
+            warnings.append(f"> **Warning:** the {role}'s XNLI average ({value:.1f}%) is within chance level "
+                            f"(33.3% ± {band:.1f} for n={n}); retention figures are not meaningful.")
+    return warnings
+
+
 def _fmt(value: Any, digits: int = 1) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
@@ -122,7 +144,10 @@ def write_report(student_dir: str | os.PathLike, teacher_dir: str | os.PathLike 
         report["tasks"][task] = {"rows": rows, "chart": chart.name,
                                  "protocol": student.get("protocol", "mlqa dev (XLT)" if task == "mlqa" else None)}
         protocol = report["tasks"][task]["protocol"]
-        sections += [f"## {task.upper()} ({protocol})", "", markdown_table(rows, task), "", f"![{task}]({chart.name})", ""]
+        warnings = chance_warnings(rows, task)
+        report["tasks"][task]["warnings"] = warnings
+        sections += [f"## {task.upper()} ({protocol})", "", *[w + "\n" for w in warnings], markdown_table(rows, task), "",
+                     f"![{task}]({chart.name})", ""]
     if not report["tasks"]:
         raise FileNotFoundError(f"{student_out} has neither xnli/report.json nor mlqa/report.json: run eval.xnli / eval.mlqa first")
     if "student" in model_dirs:

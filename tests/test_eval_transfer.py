@@ -92,6 +92,17 @@ def test_flops_formula_and_parameter_split(tmp_path, tokenizer):
     assert cost.transformer_parameters == 2 * (4 * (32 * 32 + 32) + 2 * 32 * 128 + 128 + 32 + 4 * 32)
 
 
+def test_chance_level_is_flagged():
+    from eval.report import chance_warnings
+
+    at_chance = task_rows({"languages": {"en": {"accuracy": 34.0, "n": 1245}}},
+                          {"languages": {"en": {"accuracy": 33.0, "n": 1245}}}, "xnli")
+    assert len(chance_warnings(at_chance, "xnli")) == 2
+    real = task_rows({"languages": {"en": {"accuracy": 70.0, "n": 1245}}},
+                     {"languages": {"en": {"accuracy": 80.0, "n": 1245}}}, "xnli")
+    assert chance_warnings(real, "xnli") == [] and chance_warnings(at_chance, "mlqa") == []
+
+
 def test_report_rows_retention():
     student = {"languages": {"en": {"accuracy": 60.0, "n": 10}, "de": {"accuracy": 45.0, "n": 10}}}
     teacher = {"languages": {"en": {"accuracy": 80.0, "n": 10}, "de": {"accuracy": 50.0, "n": 10}}}
