@@ -42,7 +42,11 @@ def _models(shape: dict, attn: str):
         config = XLMRobertaConfig(vocab_size=shape["vocab"], hidden_size=hidden, num_hidden_layers=layers,
                                   num_attention_heads=shape["heads"], intermediate_size=4 * hidden,
                                   max_position_embeddings=514, type_vocab_size=1, pad_token_id=1,
-                                  attn_implementation=attn)
+                                  attn_implementation=attn,
+                                  # no dropout: both variants must compute the same loss to be comparable
+                                  # (with dropout, eager attention returns dropped-out maps and the naive
+                                  # loss silently measures the wrong thing)
+                                  hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
         return XLMRobertaModel(config, add_pooling_layer=False)
 
     return make(shape["teacher_layers"], shape["teacher_hidden"], 0), make(shape["student_layers"], shape["student_hidden"], 1)
