@@ -37,6 +37,20 @@ class FinetuneSettings:
     log_every: int = 10
 
 
+def add_finetune_arguments(parser, lr: float, max_length: int, eval_batch_size: int) -> None:
+    """The options XNLI and MLQA share (task-specific defaults for lr, length and eval batch)."""
+    parser.add_argument("--max-train-examples", type=int, default=0, help="0 = all")
+    parser.add_argument("--max-eval-examples", type=int, default=0, help="per language (pair), 0 = all")
+    parser.add_argument("--epochs", type=float, default=2.0)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--eval-batch-size", type=int, default=eval_batch_size)
+    parser.add_argument("--lr", type=float, default=lr)
+    parser.add_argument("--max-length", type=int, default=max_length)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp16", "fp32"))
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)

@@ -27,7 +27,7 @@ from mminilm.atomic import atomic_write_file
 from mminilm.device import resolve_device
 
 from .data import MLQA_LANGUAGES, data_root, flatten_squad, load_squad
-from .finetune import FinetuneSettings, batched_forward, finetune, seed_everything
+from .finetune import FinetuneSettings, add_finetune_arguments, batched_forward, finetune, seed_everything
 from .mlqa_scoring import evaluate
 
 
@@ -274,20 +274,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-files", nargs="+", default=[], help="English SQuAD v1.1-format training files")
     parser.add_argument("--mlqa-dir", default=None, help="dir of MLQA dev/test-context-*-question-*.json files")
     parser.add_argument("--gxlt", action="store_true", help="also the 7x7 generalized cross-lingual matrix")
-    parser.add_argument("--max-train-examples", type=int, default=0, help="0 = all")
-    parser.add_argument("--max-eval-examples", type=int, default=0, help="questions per language pair, 0 = all")
-    parser.add_argument("--epochs", type=float, default=2.0)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--eval-batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=3e-5)
-    parser.add_argument("--max-length", type=int, default=384)
+    add_finetune_arguments(parser, lr=3e-5, max_length=384, eval_batch_size=64)
     parser.add_argument("--doc-stride", type=int, default=128)
     parser.add_argument("--max-answer-length", type=int, default=30)
     parser.add_argument("--max-query-length", type=int, default=64, help="questions are cut to this many tokens")
     parser.add_argument("--n-best", type=int, default=20)
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp16", "fp32"))
     args = parser.parse_args(argv)
     try:
         report = run_mlqa(MlqaConfig(**vars(args)))

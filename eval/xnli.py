@@ -25,7 +25,7 @@ from mminilm.atomic import atomic_write_file
 from mminilm.device import resolve_device
 
 from .data import NLI_LABELS, XNLI_DEV_SPLIT, XNLI_LANGUAGES, NliExamples, data_root, load_nli_tsv
-from .finetune import FinetuneSettings, batched_forward, finetune, seed_everything
+from .finetune import FinetuneSettings, add_finetune_arguments, batched_forward, finetune, seed_everything
 
 
 @dataclass
@@ -176,16 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dev-file", default=None, help="XNLI dev TSV, English rows select the best epoch")
     parser.add_argument("--test-file", default=None, help="XNLI-1.0 xnli.test.tsv (all languages)")
     parser.add_argument("--test-dir", default=None, help="dir of per-language {lang}.tsv test files")
-    parser.add_argument("--max-train-examples", type=int, default=0, help="0 = all")
-    parser.add_argument("--max-eval-examples", type=int, default=0, help="per language, 0 = all")
-    parser.add_argument("--epochs", type=float, default=2.0)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--eval-batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=2e-5)
-    parser.add_argument("--max-length", type=int, default=128)
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp16", "fp32"))
+    add_finetune_arguments(parser, lr=2e-5, max_length=128, eval_batch_size=128)
     args = parser.parse_args(argv)
     try:
         report = run_xnli(XnliConfig(**vars(args)))
