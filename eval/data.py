@@ -5,6 +5,8 @@ Accepted NLI formats (auto-detected from the first line):
 - XNLI-1.0 `xnli.dev.tsv` / `xnli.test.tsv`: header with `language`, `gold_label`, `sentence1`,
   `sentence2` (all languages in one file; filtered by `language`).
 - GLUE MNLI `train.tsv` / `dev_matched.tsv`: header with `sentence1`, `sentence2`, `gold_label`.
+- SICK (`SICK.txt`): header with `sentence_A`, `sentence_B`, `entailment_label` (upper case),
+  CRLF line endings.
 Quoting is off (`quoting=3`): XNLI text contains unbalanced quotes that would otherwise merge rows.
 """
 
@@ -22,7 +24,7 @@ import datasets
 NLI_LABELS = ("entailment", "neutral", "contradiction")
 XNLI_LANGUAGES = ("ar", "bg", "de", "el", "en", "es", "fr", "hi", "ru", "sw", "th", "tr", "ur", "vi", "zh")
 MLQA_LANGUAGES = ("en", "es", "de", "ar", "hi", "vi", "zh")
-XNLI_DEV_SPLIT = 1245  # offline protocol: train on English rows [0, 1245), test every language on [1245, 2490)
+XNLI_DEV_SPLIT = 1245  # xnli-dev-split protocol: train on English rows [0, 1245), test every language on [1245, 2490)
 
 
 def data_root(explicit: str | os.PathLike | None = None) -> Path:
@@ -47,13 +49,18 @@ class NliExamples:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def concat(self, other: "NliExamples") -> "NliExamples":
+        """Both sets in order (indices stay those of each source file)."""
+        return NliExamples(self.premises + other.premises, self.hypotheses + other.hypotheses,
+                           self.labels + other.labels, self.indices + other.indices)
+
     def select(self, start: int, stop: int | None = None) -> "NliExamples":
         part = slice(start, stop)
         return NliExamples(self.premises[part], self.hypotheses[part], self.labels[part], self.indices[part])
 
 
 def _label_id(value: Any, path: Path, row: int) -> int:
-    text = str(value).strip()
+    text = str(value).strip().lower()
     if text == "contradictory":  # XTREME spelling
         text = "contradiction"
     if text not in NLI_LABELS:
@@ -68,15 +75,15 @@ def load_nli_tsv(path: str | os.PathLike, language: str | None = None) -> NliExa
         raise FileNotFoundError(f"NLI file {path} does not exist")
     with open(path, encoding="utf-8") as handle:
         first = handle.readline().rstrip("\n").split("\t")
-    has_header = "sentence1" in first or "premise" in first
+    has_header = bool({"sentence1", "premise", "sentence_A"} & set(first))
     table = datasets.load_dataset(
         "csv", data_files=str(path), delimiter="\t", quoting=csv.QUOTE_NONE, split="train",
         column_names=None if has_header else ["premise", "hypothesis", "label"], keep_default_na=False,
     )
     columns = table.column_names
-    premise = "sentence1" if "sentence1" in columns else "premise"
-    hypothesis = "sentence2" if "sentence2" in columns else "hypothesis"
-    label = "gold_label" if "gold_label" in columns else "label"
+    premise = next((c for c in ("sentence1", "sentence_A") if c in columns), "premise")
+    hypothesis = next((c for c in ("sentence2", "sentence_B") if c in columns), "hypothesis")
+    label = next((c for c in ("gold_label", "entailment_label") if c in columns), "label")
     for needed in (premise, hypothesis, label):
         if needed not in columns:
             raise ValueError(f"{path}: no {needed!r} column (columns: {columns})")

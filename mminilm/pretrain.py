@@ -75,7 +75,7 @@ def pretrain(config: PretrainConfig) -> Path:
         torch.manual_seed(config.seed)
         save_student(XLMRobertaForMaskedLM(model_config), tokenizer, init_dir)
     train_config = TrainConfig(
-        output_dir=str(output), objective="mlm", teacher="", student_init=str(init_dir), corpus=config.corpus,
+        output_dir=str(output), objective="mlm", teacher="", student_from=str(init_dir), corpus=config.corpus,
         languages=list(config.languages), alpha=config.alpha, max_length=config.max_length,
         batch_size=config.batch_size, grad_accum=config.grad_accum, steps=config.steps, lr=config.lr,
         warmup_steps=config.warmup_steps, seed=config.seed, device=config.device, precision=config.precision,

@@ -8,38 +8,49 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, XLMRobertaConfig, XLMRobertaForMaskedLM
+from transformers import AutoConfig, AutoModelForMaskedLM, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from .atomic import atomic_write_dir
+from .mlm import masked_lm_head
 from .qkv_capture import encoder_layers
+
+
+STUDENT_INITS = ("random", "teacher")
 
 
 @dataclass
 class StudentConfig:
-    """The student's shape. Width and depth are free for MiniLMv2; MiniLM v1 needs the teacher's head count.
+    """The student's shape and initialisation. Width and depth are free for MiniLMv2; MiniLM v1
+    needs the teacher's head count.
 
-    init_from_teacher copies the embeddings and every k-th teacher layer (k = teacher layers //
-    student layers, taking layers k-1, 2k-1, ...) when the widths match, a cheap warm start.
+    init="random" is the MiniLM papers' setting. init="teacher" (DistilBERT-style) copies the
+    embeddings and an evenly spaced subset of the teacher's layers — every k-th, k = teacher
+    layers // student layers, taking layers k-1, 2k-1, ..., so the last teacher layer is kept —
+    when the widths match: a warm start worth most of the budget on a small machine.
     """
 
     num_layers: int = 12
     hidden_size: int = 384
     num_heads: int = 12
     intermediate_size: int | None = None  # default 4 × hidden_size
-    init_from_teacher: bool = False
+    init: str = "random"
 
     def validate(self) -> None:
         for name in ("num_layers", "hidden_size", "num_heads"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"student {name} must be positive, got {getattr(self, name)}")
+        if self.init not in STUDENT_INITS:
+            raise ValueError(f"student init must be one of {STUDENT_INITS}, got {self.init!r}")
         if self.hidden_size % self.num_heads != 0:
             raise ValueError(
                 f"student hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}"
             )
 
 
-def student_model_config(teacher_config, config: StudentConfig) -> XLMRobertaConfig:
-    """The teacher's config with the student's shape: vocab, positions, padding and LN eps are kept."""
+def student_model_config(teacher_config: PretrainedConfig, config: StudentConfig) -> PretrainedConfig:
+    """The teacher's config with the student's shape: architecture family (BERT, XLM-R, ...),
+    vocabulary, position scheme, padding id and LN eps are kept, so the student reads the
+    teacher's tokenizer output exactly as the teacher does."""
     config.validate()
     values = teacher_config.to_dict()
     for key in ("_name_or_path", "architectures", "transformers_version", "torch_dtype", "dtype", "model_type"):
@@ -50,13 +61,11 @@ def student_model_config(teacher_config, config: StudentConfig) -> XLMRobertaCon
         num_attention_heads=config.num_heads,
         intermediate_size=config.intermediate_size or 4 * config.hidden_size,
     )
-    student_config = XLMRobertaConfig(**values)
-    student_config.architectures = ["XLMRobertaForMaskedLM"]
-    return student_config
+    return AutoConfig.for_model(teacher_config.model_type, **values)
 
 
-def build_student(teacher: PreTrainedModel, config: StudentConfig, seed: int | None = None) -> XLMRobertaForMaskedLM:
-    """A randomly initialised (or teacher-initialised) XLM-R masked-LM student.
+def build_student(teacher: PreTrainedModel, config: StudentConfig, seed: int | None = None) -> PreTrainedModel:
+    """A randomly initialised (or teacher-initialised) masked-LM student of the teacher's family.
 
     It is a *ForMaskedLM so that the same student serves the MiniLM objectives (which ignore the
     LM head) and the MLM / logit-KD baselines; `AutoModel.from_pretrained` on its saved dir
@@ -64,8 +73,8 @@ def build_student(teacher: PreTrainedModel, config: StudentConfig, seed: int | N
     """
     if seed is not None:
         torch.manual_seed(seed)
-    student = XLMRobertaForMaskedLM(student_model_config(teacher.config, config))
-    if config.init_from_teacher:
+    student = AutoModelForMaskedLM.from_config(student_model_config(teacher.config, config))
+    if config.init == "teacher":
         _copy_teacher_layers(teacher, student, config)
     return student
 
@@ -73,24 +82,24 @@ def build_student(teacher: PreTrainedModel, config: StudentConfig, seed: int | N
 def _copy_teacher_layers(teacher: PreTrainedModel, student: PreTrainedModel, config: StudentConfig) -> None:
     if teacher.config.hidden_size != config.hidden_size or teacher.config.intermediate_size != student.config.intermediate_size:
         raise ValueError(
-            "init_from_teacher needs the student's hidden_size and intermediate_size to equal the teacher's "
+            "student init 'teacher' needs the student's hidden_size and intermediate_size to equal the teacher's "
             f"({teacher.config.hidden_size}, {teacher.config.intermediate_size}); got "
             f"({config.hidden_size}, {student.config.intermediate_size})"
         )
     if teacher.config.num_attention_heads != config.num_heads:
-        raise ValueError("init_from_teacher needs the teacher's number of attention heads")
+        raise ValueError("student init 'teacher' needs the teacher's number of attention heads")
     teacher_layers, student_layers = encoder_layers(teacher), encoder_layers(student)
     if len(student_layers) > len(teacher_layers):
-        raise ValueError("init_from_teacher needs a student with at most as many layers as the teacher")
+        raise ValueError("student init 'teacher' needs a student with at most as many layers as the teacher")
     step = len(teacher_layers) // len(student_layers)
     teacher_base, student_base = teacher.base_model, student.base_model
     student_base.embeddings.load_state_dict(teacher_base.embeddings.state_dict())
     for student_index in range(len(student_layers)):
         source = teacher_layers[(student_index + 1) * step - 1]
         student_layers[student_index].load_state_dict(copy.deepcopy(source.state_dict()))
-    teacher_lm_head = getattr(teacher, "lm_head", None)
-    if teacher_lm_head is not None:
-        student.lm_head.load_state_dict(teacher_lm_head.state_dict())
+    teacher_head, student_head = masked_lm_head(teacher), masked_lm_head(student)
+    if teacher_head is not None and student_head is not None:
+        student_head.load_state_dict(teacher_head.state_dict())
     student.tie_weights()
 
 

@@ -58,15 +58,16 @@ def test_student_keeps_vocabulary_and_positions_and_loads_with_plain_automodel(t
 
 
 def test_init_from_every_kth_teacher_layer(teacher_dir):
-    teacher, _ = load_teacher(str(teacher_dir))
-    student = build_student(teacher, StudentConfig(num_layers=2, hidden_size=64, num_heads=4, init_from_teacher=True))
+    teacher, _ = load_teacher(str(teacher_dir), masked_lm=True)
+    student = build_student(teacher, StudentConfig(num_layers=2, hidden_size=64, num_heads=4, init="teacher"))
     for student_index, teacher_index in ((0, 1), (1, 3)):
         s = student.roberta.encoder.layer[student_index].state_dict()
         t = teacher.roberta.encoder.layer[teacher_index].state_dict()
         assert all(torch.equal(s[k], t[k]) for k in t)
     assert torch.equal(student.roberta.embeddings.word_embeddings.weight, teacher.roberta.embeddings.word_embeddings.weight)
-    with pytest.raises(ValueError, match="init_from_teacher needs the student's hidden_size"):
-        build_student(teacher, StudentConfig(num_layers=2, hidden_size=32, num_heads=4, init_from_teacher=True))
+    assert torch.equal(student.lm_head.dense.weight, teacher.lm_head.dense.weight)
+    with pytest.raises(ValueError, match="student init .teacher. needs the student.s hidden_size"):
+        build_student(teacher, StudentConfig(num_layers=2, hidden_size=32, num_heads=4, init="teacher"))
 
 
 def test_bad_student_shapes_and_teacher_paths(tmp_path, teacher_dir):
