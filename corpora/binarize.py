@@ -41,7 +41,7 @@ def binarize_corpus(corpus_dir: str | os.PathLike, tokenizer: PreTrainedTokenize
 
             def flush() -> int:
                 written = 0
-                for ids in tokenizer(batch, add_special_tokens=False)["input_ids"]:
+                for ids in tokenizer(batch, add_special_tokens=False, verbose=False)["input_ids"]:
                     if ids:
                         np.asarray(ids + [tokenizer.eos_token_id], dtype=np.uint32).tofile(handle)
                         written += len(ids) + 1

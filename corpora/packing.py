@@ -41,7 +41,7 @@ class BlockPacker:
 
     def _refill(self) -> None:
         documents = [" ".join(lines) for lines in self.stream.take(self.tokenize_batch)]
-        encoded = self.tokenizer(documents, add_special_tokens=False)["input_ids"]
+        encoded = self.tokenizer(documents, add_special_tokens=False, verbose=False)["input_ids"]  # documents are cut into blocks below
         separator = [self.tokenizer.eos_token_id] if self.mode == "concat" else []
         self._pending.extend(ids + separator for ids in encoded if ids)
 

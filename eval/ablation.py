@@ -21,8 +21,10 @@ VARIANT_NAMES = {
     "attention": "attention distributions only",
     "minilmv2": "MiniLMv2 (Q-Q, K-K, V-V relations)",
     "logit_kd": "logit KD (soft MLM logits)",
+    "hidden": "hidden-state MSE (TinyBERT-style)",
     "mlm": "MLM only (no teacher)",
     "ta": "MiniLM via teacher assistant",
+    "none": "no distillation (student init only)",
 }
 
 
@@ -80,14 +82,14 @@ def write_ablation(run_dir: str | Path, teacher_eval: str | Path | None = None, 
     has_mlqa = any("mlqa_f1" in r for r in data["rows"])
     header = "| variant | XNLI avg | en | non-en mean | retention % |" + (" MLQA F1 |" if has_mlqa else "")
     lines = ["# Ablation (zero-shot XNLI, fine-tuned on English)", "",
-             f"Mean ± standard deviation over seeds ({', '.join(data['rows'][0]['seeds'])}).", "",
-             header, "|---|---:|---:|---:|---:|" + ("---:|" if has_mlqa else "")]
+             "Mean ± sample standard deviation where a variant ran with several seeds (seeds column).", "",
+             header.replace("| variant |", "| variant | seeds |"), "|---|---|---:|---:|---:|---:|" + ("---:|" if has_mlqa else "")]
     teacher = data["teacher"]
     if teacher:
-        lines.append(f"| teacher | {teacher['average']:.1f} | {teacher['en']:.1f} | {teacher['non_en']:.1f} | 100 |"
+        lines.append(f"| teacher | – | {teacher['average']:.1f} | {teacher['en']:.1f} | {teacher['non_en']:.1f} | 100 |"
                      + (" |" if has_mlqa else ""))
     for row in data["rows"]:
-        lines.append(f"| {row['name']} | {_cell(row['average'])} | {_cell(row['en'])} | {_cell(row['non_en'])} | "
+        lines.append(f"| {row['name']} | {' '.join(row['seeds'])} | {_cell(row['average'])} | {_cell(row['en'])} | {_cell(row['non_en'])} | "
                      f"{_cell(row.get('retention'))} |" + (f" {_cell(row.get('mlqa_f1'))} |" if has_mlqa else ""))
     if measure_speed:
         from .efficiency import compare

@@ -88,7 +88,7 @@ def finetune(model: torch.nn.Module, features: Mapping[str, torch.Tensor], setti
             if step % steps_per_epoch == 0:
                 order = torch.randperm(size, generator=generator)
             rows = order[position: position + settings.batch_size]
-            batch = {name: tensor[rows].to(device) for name, tensor in features.items()}
+            batch = {name: tensor.to(device) for name, tensor in trim_padding(features, rows).items()}
             with autocast_context(device, settings.precision):
                 loss = loss_fn(model, batch) if loss_fn else model(**batch).loss
             loss.backward()
@@ -117,6 +117,21 @@ def finetune(model: torch.nn.Module, features: Mapping[str, torch.Tensor], setti
     return losses
 
 
+def trim_padding(features: Mapping[str, torch.Tensor], rows: torch.Tensor | slice) -> dict[str, torch.Tensor]:
+    """`rows` of `features`, token columns cut after the longest real sequence among them.
+
+    Features are padded to --max-length once; cutting per batch halves the cost of typical XNLI
+    pairs (~60 of 128 tokens) and changes no result (padded keys are masked out).
+    """
+    picked = {name: tensor[rows] for name, tensor in features.items()}
+    mask = picked.get("attention_mask")
+    if mask is None or mask.numel() == 0:
+        return picked
+    longest = int(mask.sum(dim=1).max())
+    width = mask.shape[1]
+    return {name: (t[:, :longest] if t.dim() == 2 and t.shape[1] == width else t) for name, t in picked.items()}
+
+
 @torch.no_grad()
 def batched_forward(model: torch.nn.Module, features: Mapping[str, torch.Tensor], batch_size: int,
                     device: torch.device, precision: str, description: str) -> list[torch.Tensor]:
@@ -126,7 +141,7 @@ def batched_forward(model: torch.nn.Module, features: Mapping[str, torch.Tensor]
     outputs: list[list[torch.Tensor]] = []
     for start in tqdm(range(0, size, batch_size), desc=description, dynamic_ncols=True,
                       mininterval=1.0 if sys.stderr.isatty() else 30.0):
-        batch = {name: tensor[start: start + batch_size].to(device) for name, tensor in features.items()}
+        batch = {name: t.to(device) for name, t in trim_padding(features, slice(start, start + batch_size)).items()}
         with autocast_context(device, precision):
             result = model(**batch)
         if hasattr(result, "start_logits"):

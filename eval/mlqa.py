@@ -227,9 +227,9 @@ def run_mlqa(config: MlqaConfig) -> dict:
 def usable_training_records(train_files: list[str]) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """Training questions whose first answer is non-empty and found at its `answer_start`.
 
-    Some distributed copies of SQuAD-format files ship without answers (the shared XQuAD-en copy
-    has all 1190 answers empty); such questions cannot be trained on, so they are skipped —
-    counted per file in the report and announced on stderr, never silently.
+    Some distributed copies of SQuAD-format files ship without answers (an earlier copy of the
+    shared XQuAD-en had all 1190 answers empty); such questions cannot be trained on, so they are
+    skipped — counted per file in the report and announced on stderr, never silently.
     """
     kept, skipped = [], {}
     for path in train_files:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mminilm.atomic import atomic_write_file
+from mminilm.student import DISTILLATION_FILE
 
 TASK_METRIC = {"xnli": ("accuracy", "accuracy (%)"), "mlqa": ("f1", "F1")}
 FALLBACK_SENTENCES = [
@@ -26,9 +27,64 @@ FALLBACK_SENTENCES = [
 ]
 
 
+CHANCE = {"xnli": 100.0 / 3}
+
+
+class ReportError(ValueError):
+    """Inputs that cannot be compared honestly (different examples, a missing or corrupt report)."""
+
+
 def _load_task(output_dir: Path, task: str) -> dict[str, Any] | None:
     path = output_dir / task / "report.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        report = json.loads(path.read_text())
+        report["languages"]
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise ReportError(f"{path} is not a report written by eval.{task} ({error}); re-run eval.{task}") from error
+    return report
+
+
+def evaluated_examples(output_dir: Path, task: str, language: str) -> list:
+    """The example ids a model was scored on (from its prediction file), in order."""
+    if task == "xnli":
+        path = output_dir / "xnli" / "predictions" / f"{language}.jsonl"
+        return [json.loads(line)["index"] for line in path.read_text().splitlines()] if path.is_file() else []
+    path = output_dir / "mlqa" / "predictions" / f"{language}.json"
+    return list(json.loads(path.read_text(encoding="utf-8"))) if path.is_file() else []
+
+
+def check_same_examples(student_out: Path, student: dict, teacher_out: Path, teacher: dict, task: str) -> None:
+    """Retention means something only on identical example sets: same protocol, same rows."""
+    if student.get("protocol") != teacher.get("protocol"):
+        raise ReportError(f"{task}: the student was evaluated with protocol {student.get('protocol')!r} and the teacher "
+                          f"with {teacher.get('protocol')!r}; evaluate both the same way")
+    for language in student["languages"]:
+        if language not in teacher["languages"]:
+            raise ReportError(f"{task}: the teacher report {teacher_out} has no {language}; evaluate it on the same languages")
+        ours, theirs = (evaluated_examples(student_out, task, language), evaluated_examples(teacher_out, task, language))
+        if ours != theirs:
+            raise ReportError(f"{task} {language}: the student was scored on {len(ours)} examples and the teacher on "
+                              f"{len(theirs)}, not the same ones; evaluate both with the same --max-eval-examples")
+
+
+def provenance(model_dir: str) -> list[str]:
+    """What a reader must know about a model: 4-bit teacher weights, how the student started."""
+    notes = []
+    directory = Path(model_dir)
+    conversion = directory / "conversion.json"
+    if conversion.is_file():
+        record = json.loads(conversion.read_text())
+        if record.get("weight_bits"):
+            notes.append(f"converted from {Path(record['source']).name}: **{record['weight_bits']}-bit weights** "
+                         f"({record.get('weight_format', 'quantised')})")
+    distillation = directory / DISTILLATION_FILE
+    if distillation.is_file():
+        record = json.loads(distillation.read_text())
+        notes.append(f"{record['objective']} from {record['teacher']}, student init {record['student_init']}, "
+                     f"{record['steps']} steps")
+    return notes
 
 
 def _score(entry: dict[str, Any], task: str) -> float:
@@ -48,6 +104,11 @@ def task_rows(student: dict[str, Any], teacher: dict[str, Any] | None, task: str
         average["teacher"] = sum(r["teacher"] for r in rows) / len(rows)
         average["retention"] = 100.0 * average["student"] / average["teacher"] if average["teacher"] else None
     rows.append(average)
+    if task in CHANCE:
+        chance = CHANCE[task]
+        for row in rows:
+            if "teacher" in row and row["teacher"] - chance > 1e-9:
+                row["retention_above_chance"] = 100.0 * (row["student"] - chance) / (row["teacher"] - chance)
     return rows
 
 
@@ -79,11 +140,14 @@ def _fmt(value: Any, digits: int = 1) -> str:
 
 def markdown_table(rows: list[dict[str, Any]], task: str) -> str:
     metric = TASK_METRIC[task][1]
-    lines = [f"| language | student {metric} | teacher {metric} | retention % | n |", "|---|---:|---:|---:|---:|"]
+    above = task in CHANCE
+    header = f"| language | student {metric} | teacher {metric} | retention % |" + (" above-chance retention % |" if above else "")
+    lines = [header + " n |", "|---|---:|---:|---:|" + ("---:|" if above else "") + "---:|"]
     for row in rows:
         name = f"**{row['language']}**" if row["language"] == "average" else row["language"]
+        extra = f" {_fmt(row.get('retention_above_chance'))} |" if above else ""
         lines.append(f"| {name} | {_fmt(row['student'])} | {_fmt(row.get('teacher'))} | "
-                     f"{_fmt(row.get('retention'))} | {row['n']} |")
+                     f"{_fmt(row.get('retention'))} |{extra} {row['n']} |")
     return "\n".join(lines)
 
 
@@ -135,6 +199,11 @@ def write_report(student_dir: str | os.PathLike, teacher_dir: str | os.PathLike 
         if student is None:
             continue
         teacher = _load_task(teacher_out, task) if teacher_out else None
+        if teacher_out and teacher is None:
+            raise ReportError(f"--teacher {teacher_out} has no {task}/report.json (the student has one): "
+                              f"evaluate the teacher on {task} too, or check the path")
+        if teacher:
+            check_same_examples(student_out, student, teacher_out, teacher, task)
         model_dirs.setdefault("student", student["model"])
         if teacher:
             model_dirs.setdefault("teacher", teacher["model"])
@@ -144,12 +213,19 @@ def write_report(student_dir: str | os.PathLike, teacher_dir: str | os.PathLike 
         report["tasks"][task] = {"rows": rows, "chart": chart.name,
                                  "protocol": student.get("protocol", "mlqa dev (XLT)" if task == "mlqa" else None)}
         protocol = report["tasks"][task]["protocol"]
+        if student.get("english_train"):
+            protocol += f", fine-tuned on {student['english_train']}"
         warnings = chance_warnings(rows, task)
         report["tasks"][task]["warnings"] = warnings
         sections += [f"## {task.upper()} ({protocol})", "", *[w + "\n" for w in warnings], markdown_table(rows, task), "",
                      f"![{task}]({chart.name})", ""]
     if not report["tasks"]:
         raise FileNotFoundError(f"{student_out} has neither xnli/report.json nor mlqa/report.json: run eval.xnli / eval.mlqa first")
+    notes = [f"- {role}: {note}" for role in ("teacher", "student") if role in model_dirs
+             for note in provenance(model_dirs[role])]
+    report["provenance"] = notes
+    if notes:
+        sections[2:2] = ["Models:", "", *notes, ""]
     if "student" in model_dirs:
         from .efficiency import compare, model_cost
 
@@ -189,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         path = write_report(args.student_dir, args.teacher, measure_speed=not args.no_speed, speed_repeats=args.speed_repeats)
-    except FileNotFoundError as error:
+    except (FileNotFoundError, ReportError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(path)

@@ -134,11 +134,6 @@ def _encode(tokenizer, examples: NliExamples, max_length: int, with_labels: bool
     return features
 
 
-def _trim_padding(features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    longest = int(features["attention_mask"].sum(dim=1).max())
-    return {k: (v[:, :longest] if v.dim() == 2 else v) for k, v in features.items()}
-
-
 def run_xnli(config: XnliConfig) -> dict:
     """Fine-tune on English, predict every language, write report.json and predictions/{lang}.jsonl."""
     protocol = resolve_protocol(config)
@@ -165,7 +160,7 @@ def run_xnli(config: XnliConfig) -> dict:
                                 seed=config.seed, precision=config.precision)
 
     def accuracy(examples: NliExamples, description: str) -> tuple[float, list[int]]:
-        features = _trim_padding(_encode(tokenizer, examples, config.max_length, with_labels=False))
+        features = _encode(tokenizer, examples, config.max_length, with_labels=False)
         (logits,) = batched_forward(model, features, config.eval_batch_size, device, config.precision, description)
         predictions = logits.argmax(dim=-1).tolist()
         correct = sum(int(p == g) for p, g in zip(predictions, examples.labels))

@@ -60,19 +60,31 @@ def save_checkpoint(root: Path, step: int, trainer_state: dict[str, Any], rank_s
             shutil.rmtree(final)
         os.replace(staging, final)
         atomic_write_file(root / "latest", lambda tmp: tmp.write_text(final.name + "\n"))
-        complete = sorted(p for p in root.glob("step-*") if p.is_dir())
-        for old in complete[:-KEEP_LAST]:
+        older = [p for p in complete_checkpoints(root) if p != final]  # never the one just written
+        for old in older[: len(older) - (KEEP_LAST - 1)]:
             shutil.rmtree(old, ignore_errors=True)
     barrier(context)
     return final
 
 
-def latest_checkpoint(root: Path) -> Path | None:
-    pointer = root / "latest"
-    if not pointer.is_file():
+def _step_of(path: Path) -> int | None:
+    try:
+        return int(path.name.removeprefix("step-"))
+    except ValueError:
         return None
-    path = root / pointer.read_text().strip()
-    return path if (path / "trainer.pt").is_file() else None
+
+
+def complete_checkpoints(root: Path) -> list[Path]:
+    """Complete checkpoint dirs (trainer.pt is written last), oldest first by step number."""
+    found = [p for p in root.glob("step-*") if p.is_dir() and _step_of(p) is not None and (p / "trainer.pt").is_file()]
+    return sorted(found, key=_step_of)
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    """The newest complete checkpoint, found by reading the step folders themselves: the `latest`
+    pointer is written for people and may be missing or stale."""
+    complete = complete_checkpoints(root)
+    return complete[-1] if complete else None
 
 
 def load_checkpoint(path: Path, context: DistributedContext) -> tuple[dict[str, Any], dict[str, Any]]:

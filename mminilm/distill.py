@@ -16,7 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     config = parse_config(argv, TrainConfig, prog="python -m mminilm.distill", description=__doc__)
     try:
         model_dir = train(config)
-    except (ValueError, FileNotFoundError, FileExistsError, OSError) as error:
+    except (ValueError, FileNotFoundError, FileExistsError, OSError, FloatingPointError, IndexError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(model_dir)

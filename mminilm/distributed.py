@@ -10,7 +10,7 @@ DDP's forward bookkeeping does not allow for. Parameters that got no gradient on
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
@@ -21,7 +21,7 @@ from torch import nn
 class DistributedContext:
     rank: int = 0
     world_size: int = 1
-    local_rank: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     @property
     def is_main(self) -> bool:
@@ -36,11 +36,10 @@ def init_distributed(device: torch.device) -> DistributedContext:
     """Join the torchrun process group when WORLD_SIZE > 1 (nccl on CUDA, gloo otherwise)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
-        return DistributedContext()
+        return DistributedContext(device=device)
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return DistributedContext(rank=dist.get_rank(), world_size=dist.get_world_size(),
-                              local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+    return DistributedContext(rank=dist.get_rank(), world_size=dist.get_world_size(), device=device)
 
 
 def average_gradients(model: nn.Module, context: DistributedContext) -> None:

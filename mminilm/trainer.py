@@ -23,10 +23,11 @@ from corpora import CorpusDataset, collate_blocks
 from .checkpoint import latest_checkpoint, load_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from .config import TrainConfig, save_config
 from .device import autocast_context, resolve_device
-from .distributed import (DistributedContext, average_gradients, broadcast_parameters, init_distributed,
+from .distributed import (DistributedContext, average_gradients, barrier, broadcast_parameters, init_distributed,
                           mean_across_ranks, parameter_checksum, ranks_agree)
 from .models import load_teacher
 from .objectives import NEEDS_TEACHER_MLM_HEAD, Objective, build_objective
+from .run_dir import RunLock, prepare_run_dir
 from .run_logging import JsonlLog, setup_text_logger, tensorboard_writer
 from .schedule import adamw_without_decay_on_norms, linear_warmup_decay
 from .student import StudentConfig, build_student, save_student
@@ -85,17 +86,38 @@ class TrainingRun:
     tokens_seen: Counter = field(default_factory=Counter)
 
 
-def setup(config: TrainConfig) -> TrainingRun:
-    """Models, objective, optimizer, data and logs; resumes the latest checkpoint when asked."""
-    config.validate()
+def claim_run_dir(config: TrainConfig, context: DistributedContext) -> RunLock | None:
+    """Lock OUT (main process) and check it may take this run: see mminilm/run_dir.py."""
+    lock = None
+    if context.is_main:
+        output = Path(config.output_dir)
+        lock = RunLock(output)
+        try:
+            prepare_run_dir(output, asdict(config), config.resume, config.overwrite, set(config.allow_config_change))
+        except BaseException:
+            lock.release()
+            raise
+    barrier(context)
+    return lock
+
+
+def finished_model(config: TrainConfig) -> Path | None:
+    """OUT/model when this exact run (same configuration, checked by claim_run_dir) already finished."""
     output = Path(config.output_dir)
-    device = resolve_device(config.device)
-    context = init_distributed(device)
+    summary = output / "summary.json"
+    if config.resume and (output / "model" / "config.json").is_file() and summary.is_file():
+        if json.loads(summary.read_text()).get("steps") == config.steps:
+            return output / "model"
+    return None
+
+
+def setup(config: TrainConfig, context: DistributedContext) -> TrainingRun:
+    """Models, objective, optimizer, data and logs; resumes the newest checkpoint when asked."""
+    output = Path(config.output_dir)
+    device = context.device
     logger = setup_text_logger(output, context.is_main)
     checkpoints = output / "checkpoints"
     resume_from = latest_checkpoint(checkpoints) if config.resume else None
-    if not config.resume and latest_checkpoint(checkpoints) is not None:
-        raise FileExistsError(f"{output} already holds checkpoints: pass --resume to continue it, or choose another --output-dir")
     if config.resume and resume_from is None:
         logger.info("--resume: no checkpoint in %s yet, starting from scratch", checkpoints)
     torch.manual_seed(config.seed)
@@ -166,21 +188,32 @@ def loss_step(run: TrainingRun, batches) -> dict[str, Any]:
         tokens += sum(real)
         for language, count in zip(batch["languages"], real):
             languages[language] += count
-    average_gradients(run.student, run.context)
+    average_gradients(run.objective, run.context)  # the student and any parameters the objective owns
     grad_norm = torch.nn.utils.clip_grad_norm_(run.objective.trainable_parameters(), config.max_grad_norm or float("inf"))
     if not torch.isfinite(grad_norm):
-        raise FloatingPointError(f"non-finite loss or gradient at step {run.step + 1} (loss {float(step_loss)}): "
-                                 f"the update was not applied; lower --lr or use --precision fp32")
+        raise FloatingPointError(f"non-finite loss or gradient at step {run.step + 1} (loss {float(step_loss)}): the update "
+                                 f"was not applied. {_last_good(run)}")
     run.optimizer.step()
     run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
     return {"loss": step_loss, "components": components, "grad_norm": grad_norm, "tokens": tokens, "languages": languages}
 
 
+def _last_good(run: TrainingRun) -> str:
+    newest = latest_checkpoint(run.output / "checkpoints")
+    where = f"the last good checkpoint is {newest}" if newest else "no checkpoint was written yet"
+    return (f"Lower --lr or use --precision fp32, then start a new --output-dir, or --resume here with "
+            f"--allow-config-change lr (precision) to continue from it; {where}")
+
+
 def save(run: TrainingRun) -> None:
     """An atomic checkpoint of the student, the objective's own parameters, optimizer, schedule,
-    RNG and data-stream position (every rank)."""
+    RNG and data-stream position (every rank). Non-finite weights are never written."""
     config = run.config
+    bad = [name for name, p in run.objective.named_parameters() if p.requires_grad and not torch.isfinite(p).all()]
+    if bad:
+        raise FloatingPointError(f"non-finite weights at step {run.step} ({bad[0]}, {len(bad)} tensors); not saved. "
+                                 f"{_last_good(run)}")
     trainer_state = {"step": run.step, "student": run.student.state_dict(), "objective": run.objective.extra_state(),
                      "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
                      "config": asdict(config)}
@@ -195,7 +228,16 @@ def save(run: TrainingRun) -> None:
 
 def train(config: TrainConfig) -> Path:
     """Run (or resume) a training run; returns the final model dir `OUT/model`."""
-    run = setup(config)
+    config.validate()
+    context = init_distributed(resolve_device(config.device))
+    lock = claim_run_dir(config, context)
+    done = finished_model(config)
+    if done is not None:
+        if context.is_main:
+            print(f"already trained with this configuration: {done}", file=sys.stderr)
+        _finish(context, lock)
+        return done
+    run = setup(config, context)
     writer = tensorboard_writer(run.output, config.tensorboard and run.context.is_main)
     batches = _batches(run.dataset, config)
     progress = tqdm(total=config.steps, initial=run.step, desc=config.objective, disable=not run.context.is_main,
@@ -227,7 +269,9 @@ def train(config: TrainConfig) -> Path:
     progress.close()
     model_dir = run.output / "model"
     if run.context.is_main:
-        save_student(run.student, run.tokenizer, model_dir)
+        save_student(run.student, run.tokenizer, model_dir,
+                     provenance={"objective": config.objective, "teacher": config.teacher or None,
+                                 "student_init": config.student_from or config.student_init, "steps": run.step})
         summary = {"steps": run.step, "tokens_per_language": dict(run.tokens_seen), "wall_time_s": time.time() - started,
                    "model_dir": str(model_dir), "student_init": config.student_from or config.student_init,
                    "parameters": sum(p.numel() for p in run.student.parameters())}
@@ -235,9 +279,15 @@ def train(config: TrainConfig) -> Path:
         run.logger.info("saved %s", model_dir)
     if writer is not None:
         writer.close()
-    if run.context.enabled:
+    _finish(run.context, lock)
+    return model_dir
+
+
+def _finish(context: DistributedContext, lock: RunLock | None) -> None:
+    if context.enabled:
         import torch.distributed as dist
 
         dist.barrier()
         dist.destroy_process_group()
-    return model_dir
+    if lock is not None:
+        lock.release()

@@ -80,3 +80,17 @@ def small_xlmr_config(vocab_size: int, hidden_size: int = 64, num_layers: int = 
 def torch_seed() -> int:
     torch.manual_seed(0)
     return 0
+
+
+@pytest.fixture(scope="session")
+def small_teacher_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer) -> Path:
+    """A saved 3-layer XLM-R masked-LM teacher (random weights, wide init) with the real tokenizer."""
+    from transformers import XLMRobertaForMaskedLM
+
+    directory = tmp_path_factory.mktemp("teacher")
+    torch.manual_seed(0)
+    model = XLMRobertaForMaskedLM(small_xlmr_config(len(tokenizer), hidden_size=64, num_heads=4, num_layers=3,
+                                                    initializer_range=0.1))
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory

@@ -16,7 +16,7 @@ from eval.data import XNLI_LANGUAGES, flatten_squad, load_nli_tsv, load_squad
 from eval.efficiency import flops_per_token, model_cost
 from eval.mlqa import decode_answers, eval_features, train_features, usable_training_records
 from eval.report import task_rows
-from eval.xnli import XnliConfig, load_splits
+from eval.xnli import XnliConfig, load_splits, resolve_protocol
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,8 +29,44 @@ def test_xnli_local_layout_loads_all_rows_aligned(data_dir):
         assert len(rows) == 2490 and rows.labels == english.labels, lang  # aligned across languages
 
 
+def test_xnli_test_set_is_labelled_balanced_and_aligned(data_dir):
+    english = load_nli_tsv(data_dir / "xnli" / "test" / "en.tsv")
+    assert len(english) == 5010 and [english.labels.count(k) for k in range(3)] == [1670, 1670, 1670]
+    for lang in XNLI_LANGUAGES:
+        assert load_nli_tsv(data_dir / "xnli" / "test" / f"{lang}.tsv").labels == english.labels, lang
+
+
+def test_offline_protocol_trains_on_english_nli_and_tests_on_xnli_test(data_dir):
+    config = XnliConfig(model="-", output_dir="-", data_dir=str(data_dir), languages=["en", "sw"])
+    assert resolve_protocol(config) == "offline"
+    train, dev, tests = load_splits(config)
+    assert dev is None and len(train) == 2490 and len(tests["sw"]) == 5010
+    assert not set(train.premises) & set(tests["en"].premises)  # dev and test premises are disjoint
+    with_sick, _, _ = load_splits(XnliConfig(model="-", output_dir="-", data_dir=str(data_dir), languages=["en"],
+                                             english_train="xnli-dev+sick"))
+    assert len(with_sick) == 2490 + 9840 and with_sick.labels[2490:2495] == [1, 1, 0, 2, 1]  # SICK's first labels
+
+
+def test_files_the_protocol_would_ignore_are_rejected(data_dir, tmp_path):
+    for protocol in ("auto", "offline", "xnli-dev-split"):
+        with pytest.raises(ValueError, match="--test-file belong.*--protocol standard"):
+            resolve_protocol(XnliConfig(model="-", output_dir="-", protocol=protocol, test_file=str(tmp_path / "t.tsv")))
+    assert resolve_protocol(XnliConfig(model="-", output_dir="-", train_file="mnli.tsv", test_file="t.tsv")) == "standard"
+
+
+def test_standard_protocol_from_local_files(tmp_path, data_dir):
+    train = tmp_path / "train.tsv"
+    train.write_text("index\tgenre\tsentence1\tsentence2\tgold_label\n0\tfiction\tA man sleeps.\tSomeone rests.\t"
+                     "entailment\n1\tfiction\tA dog runs.\tA cat sleeps.\tcontradiction\n", encoding="utf-8")
+    config = XnliConfig(model="-", output_dir="-", train_file=str(train), dev_file=str(data_dir / "xnli" / "dev" / "en.tsv"),
+                        test_dir=str(data_dir / "xnli" / "test"), languages=["de"])
+    loaded, dev, tests = load_splits(config)
+    assert loaded.labels == [0, 2] and len(dev) == 2490 and len(tests["de"]) == 5010
+
+
 def test_xnli_dev_split_protocol_is_disjoint(data_dir):
-    train, dev, tests = load_splits(XnliConfig(model="-", output_dir="-", data_dir=str(data_dir), languages=["en", "sw"]))
+    train, dev, tests = load_splits(XnliConfig(model="-", output_dir="-", data_dir=str(data_dir), languages=["en", "sw"],
+                                               protocol="xnli-dev-split"))
     assert dev is None and len(train) == 1245 and train.indices == list(range(1245))
     assert tests["sw"].indices == list(range(1245, 2490))
     assert not set(train.premises) & set(tests["en"].premises)  # disjoint premises
@@ -74,12 +110,21 @@ def test_window_too_small_for_stride_is_a_clear_error(data_dir, tokenizer):
     assert features["input_ids"].shape[1] == 128  # the question was clipped, the context still has room
 
 
-def test_training_questions_without_answers_are_skipped_and_counted(data_dir, capsys):
+def test_training_questions_without_answers_are_skipped_and_counted(data_dir, tmp_path, capsys):
     files = sorted(str(p) for p in (data_dir / "qa_train_en").glob("*.json"))
     records, skipped = usable_training_records(files)
-    assert len(records) == 3696  # TyDiQA-GoldP en train; the shared XQuAD-en copy has empty answers
-    assert skipped == {str(data_dir / "qa_train_en" / "xquad.en.json"): 1190}
-    assert "xquad.en.json: 1190 questions have no answer" in capsys.readouterr().err
+    assert len(records) == 3696 + 1190  # TyDiQA-GoldP en train + XQuAD en, every answer usable
+    assert skipped == {} and capsys.readouterr().err == ""
+    broken = json.loads(Path(files[-1]).read_text(encoding="utf-8"))
+    for article in broken["data"][:2]:
+        for paragraph in article["paragraphs"]:
+            for qa in paragraph["qas"]:
+                qa["answers"] = [{"text": "", "answer_start": 0}]
+    emptied = sum(len(p["qas"]) for a in broken["data"][:2] for p in a["paragraphs"])
+    (tmp_path / "emptied.json").write_text(json.dumps(broken), encoding="utf-8")
+    records, skipped = usable_training_records([str(tmp_path / "emptied.json")])
+    assert len(records) == 1190 - emptied and skipped == {str(tmp_path / "emptied.json"): emptied}
+    assert f"emptied.json: {emptied} questions have no answer" in capsys.readouterr().err
 
 
 def test_flops_formula_and_parameter_split(tmp_path, tokenizer):
@@ -142,13 +187,13 @@ def test_end_to_end_xnli_mlqa_and_report(tmp_path, data_dir, tiny_model_dirs):
         outputs.append(out)
     student_out, teacher_out = outputs
     xnli = json.loads((student_out / "xnli" / "report.json").read_text())
-    assert set(xnli["languages"]) == {"en", "de", "sw"} and xnli["protocol"] == "xnli-dev-split"
+    assert set(xnli["languages"]) == {"en", "de", "sw"} and xnli["protocol"] == "offline"
     assert all(v["n"] == 20 for v in xnli["languages"].values())
     predictions = [json.loads(l) for l in (student_out / "xnli" / "predictions" / "de.jsonl").read_text().splitlines()]
-    assert [p["index"] for p in predictions] == list(range(1245, 1265))
+    assert [p["index"] for p in predictions] == list(range(20))
     assert {p["prediction"] for p in predictions} <= {"entailment", "neutral", "contradiction"}
     correct = sum(p["prediction"] == ["entailment", "neutral", "contradiction"][g]
-                  for p, g in zip(predictions, load_nli_tsv(data_dir / "xnli" / "dev" / "de.tsv").labels[1245:1265]))
+                  for p, g in zip(predictions, load_nli_tsv(data_dir / "xnli" / "test" / "de.tsv").labels[:20]))
     assert xnli["languages"]["de"]["accuracy"] == pytest.approx(100 * correct / 20)
     mlqa = json.loads((student_out / "mlqa" / "report.json").read_text())
     assert set(mlqa["languages"]) == {"en", "zh"} and all(0 <= v["f1"] <= 100 for v in mlqa["languages"].values())

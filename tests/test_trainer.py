@@ -14,7 +14,6 @@ import pytest
 import torch
 from transformers import XLMRobertaForMaskedLM
 
-from conftest import small_xlmr_config
 from mminilm.run_logging import read_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
@@ -22,14 +21,8 @@ LANGS = ["sw", "yo", "jv", "tl"]
 
 
 @pytest.fixture(scope="module")
-def teacher_dir(tmp_path_factory, tokenizer):
-    directory = tmp_path_factory.mktemp("teacher")
-    torch.manual_seed(0)
-    model = XLMRobertaForMaskedLM(small_xlmr_config(len(tokenizer), hidden_size=64, num_heads=4, num_layers=3,
-                                                    initializer_range=0.1))
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
+def teacher_dir(small_teacher_dir):
+    return small_teacher_dir
 
 
 def _env():
@@ -50,7 +43,7 @@ def _distill(args, **kwargs):
                           capture_output=True, text=True, timeout=600, **kwargs)
 
 
-@pytest.mark.parametrize("objective", ["minilm", "minilmv2", "logit_kd", "mlm"])
+@pytest.mark.parametrize("objective", ["minilm", "minilmv2", "logit_kd", "mlm", "hidden"])
 def test_every_objective_trains_and_saves_a_student(tmp_path, teacher_dir, cc100_dir, objective):
     out = tmp_path / objective
     extra = ["--objective", objective] + (["--relation-heads", "8"] if objective == "minilmv2" else [])
@@ -95,6 +88,10 @@ def test_killed_run_resumes_with_the_same_loss_sequence(tmp_path, teacher_dir, c
     # starting again without --resume would silently overwrite: refused with a clear message
     again = _distill(_args(teacher_dir, cc100_dir, killed))
     assert again.returncode == 2 and "pass --resume" in again.stderr
+    # resuming a finished run with the same configuration trains nothing and returns its model
+    finished = _distill(_args(teacher_dir, cc100_dir, killed, extra=["--resume"]))
+    assert finished.returncode == 0 and "already trained" in finished.stderr
+    assert [r["loss"] for r in read_jsonl(log_path)] == expected
 
 
 def test_torchrun_two_processes_stay_in_sync(tmp_path, teacher_dir, cc100_dir):
