@@ -6,32 +6,37 @@ import argparse
 import json
 import sys
 
-from .index import corpus_sizes
+from .index import corpus_scan
 from .sampler import smoothed_probabilities
 
 
-def stats_table(sizes: dict[str, int], alpha: float) -> list[dict[str, float | str]]:
-    """Rows: language, bytes, p (natural share), q (sampling probability), upsampling q/p.
+def stats_table(scans: dict[str, dict], alpha: float) -> list[dict[str, float | str]]:
+    """Rows: language, bytes, p (natural share), q (sampling probability), upsampling q/p, and
+    what reading found: invalid UTF-8 (replacement characters) and truncated shards.
 
     Every draw yields one block of max_length tokens, so q is also the expected share of
     training tokens per language.
     """
+    sizes = {lang: scan["bytes"] for lang, scan in scans.items()}
     total = sum(sizes.values())
     q = smoothed_probabilities(sizes, alpha)
     rows = []
     for lang in sorted(sizes, key=lambda l: -sizes[l]):
         p = sizes[lang] / total
         rows.append({"language": lang, "bytes": sizes[lang], "p": p, "q": q[lang], "token_share": q[lang],
-                     "upsampling": q[lang] / p})
+                     "upsampling": q[lang] / p, "invalid_utf8": scans[lang]["invalid_utf8"],
+                     "truncated_files": scans[lang]["truncated_files"]})
     return rows
 
 
 def format_markdown(rows: list[dict], alpha: float) -> str:
-    lines = [f"| language | text bytes | p (natural) | q (alpha={alpha}) | expected token share | upsampling q/p |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = [f"| language | text bytes | p (natural) | q (alpha={alpha}) | expected token share | upsampling q/p | "
+             "invalid UTF-8 | truncated shards |",
+             "|---|---:|---:|---:|---:|---:|---:|---|"]
     for row in rows:
+        truncated = ", ".join(row["truncated_files"]) or "–"
         lines.append(f"| {row['language']} | {row['bytes']:,} | {row['p']:.4f} | {row['q']:.4f} | "
-                     f"{100 * row['token_share']:.2f}% | {row['upsampling']:.2f}x |")
+                     f"{100 * row['token_share']:.2f}% | {row['upsampling']:.2f}x | {row['invalid_utf8']:,} | {truncated} |")
     return "\n".join(lines)
 
 
@@ -63,8 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(meta, indent=1))
         return 0
     try:
-        sizes = corpus_sizes(args.corpus_dir, args.languages, args.cache_dir)
-        rows = stats_table(sizes, args.alpha)
+        rows = stats_table(corpus_scan(args.corpus_dir, args.languages, args.cache_dir), args.alpha)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -139,7 +139,8 @@ class CorpusDataset(IterableDataset):
         self._live = None
 
     def read_stats(self) -> dict[str, ReadStats]:
-        """Per-language reader statistics (lines, documents, invalid UTF-8, truncated files) so far."""
+        """Per-language reader statistics (lines, documents, invalid UTF-8, truncated files) so far;
+        the trainer logs the invalid-UTF-8 line counts in every train_log.jsonl record."""
         if self._live is None or self.binarized_dir is not None:
             return {}
         return {lang: packer.stream.stats for lang, packer in self._live[1].items()}

@@ -38,8 +38,14 @@ class BlockPacker:
         self.mode = mode
         self.tokenize_batch = tokenize_batch
         self._pending: deque[list[int]] = deque()  # tokenized documents not yet fully emitted
+        # Resume state is a position, never tokens: the stream state before the pending batch was
+        # read, and how many of its tokens were emitted (a 5 MB one-line document must not end up
+        # pickled into every checkpoint).
+        self._batch_start: dict[str, Any] | None = None
+        self._consumed = 0
 
     def _refill(self) -> None:
+        self._batch_start, self._consumed = self.stream.state_dict(), 0
         documents = [" ".join(lines) for lines in self.stream.take(self.tokenize_batch)]
         encoded = self.tokenizer(documents, add_special_tokens=False, verbose=False)["input_ids"]  # documents are cut into blocks below
         separator = [self.tokenizer.eos_token_id] if self.mode == "concat" else []
@@ -56,6 +62,7 @@ class BlockPacker:
             document = self._pending[0]
             take = document[: budget - len(body)]
             body.extend(take)
+            self._consumed += len(take)
             if len(take) == len(document):
                 self._pending.popleft()
             else:
@@ -70,11 +77,24 @@ class BlockPacker:
         return ids + [self.tokenizer.pad_token_id] * padding, mask + [0] * padding
 
     def state_dict(self) -> dict[str, Any]:
-        return {"stream": self.stream.state_dict(), "pending": [list(d) for d in self._pending]}
+        if not self._pending:
+            return {"stream": self.stream.state_dict(), "consumed": None}
+        return {"stream": self._batch_start, "consumed": self._consumed}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Re-read and re-tokenize the pending batch from its start, then skip what was emitted."""
         self.stream.load_state_dict(state["stream"])
-        self._pending = deque(list(d) for d in state["pending"])
+        self._pending = deque()
+        if state.get("consumed") is None:
+            return
+        self._refill()
+        skip = self._consumed = int(state["consumed"])
+        while skip:
+            document = self._pending[0]
+            if len(document) <= skip:
+                skip -= len(self._pending.popleft())
+            else:
+                self._pending[0], skip = document[skip:], 0
 
     def __iter__(self) -> Iterator[tuple[list[int], list[int]]]:
         while True:

@@ -9,6 +9,7 @@ warning that names the file and the last line read.
 from __future__ import annotations
 
 import bz2
+import codecs
 import gzip
 import io
 import lzma
@@ -18,7 +19,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 COMPRESSIONS = ("", ".xz", ".gz", ".zst", ".bz2")
 _FILE_PATTERN = re.compile(r"^(?P<lang>[A-Za-z]{2,3}(?:[_-][A-Za-z0-9]+)?)(?:\.(?P<shard>[^.]+))?\.txt(?P<ext>\.xz|\.gz|\.zst|\.bz2)?$")
@@ -134,15 +135,31 @@ def iter_documents(path: Path, stats: ReadStats | None = None) -> Iterator[list[
         yield document
 
 
-def uncompressed_size(path: Path) -> int:
-    """Bytes of text in a shard (decompressing it once, for compressed files)."""
-    if path.suffix == ".txt":
-        return path.stat().st_size
-    total = 0
+BINARY_SAMPLE_BYTES = 1 << 20  # how much of a shard is checked for being text at all
+MAX_NON_TEXT_FRACTION = 0.01    # NUL or undecodable bytes above this share: not a text file
+
+
+def scan_shard(path: Path) -> dict[str, Any]:
+    """One pass over a shard's uncompressed bytes: its size, invalid UTF-8, truncation, and
+    whether it is text at all (NUL and undecodable bytes in the first MB).
+
+    Returns {"bytes", "invalid_utf8" (replacement characters needed), "truncated" (bool),
+    "non_text_fraction" (of the first MB)}. Cached by the size index, so each shard is read once.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    total = invalid = sample_nul = sample_invalid = 0
+    truncated = False
     with open_binary(path) as handle:
         try:
             while chunk := handle.read(1 << 20):
+                text = decoder.decode(chunk)
+                bad = text.count(_REPLACEMENT) - chunk.count(_REPLACEMENT.encode())
+                if total < BINARY_SAMPLE_BYTES:
+                    sample_nul, sample_invalid = chunk.count(0), bad
                 total += len(chunk)
+                invalid += bad
         except _truncation_errors():
-            pass
-    return total
+            truncated = True
+    sample = min(total, BINARY_SAMPLE_BYTES) or 1
+    return {"bytes": total, "invalid_utf8": invalid, "truncated": truncated,
+            "non_text_fraction": (sample_nul + sample_invalid) / sample}

@@ -76,6 +76,9 @@ def load_nli_tsv(path: str | os.PathLike, language: str | None = None) -> NliExa
     with open(path, encoding="utf-8") as handle:
         first = handle.readline().rstrip("\n").split("\t")
     has_header = bool({"sentence1", "premise", "sentence_A"} & set(first))
+    if not has_header and len(first) != 3:
+        raise ValueError(f"{path}: expected 3 tab-separated columns (premise, hypothesis, label) or a header with "
+                         f"sentence1/sentence2/gold_label, got {len(first)} columns in the first line")
     table = datasets.load_dataset(
         "csv", data_files=str(path), delimiter="\t", quoting=csv.QUOTE_NONE, split="train",
         column_names=None if has_header else ["premise", "hypothesis", "label"], keep_default_na=False,
@@ -107,7 +110,10 @@ def load_squad(path: str | os.PathLike) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"SQuAD-format file {path} does not exist")
-    content = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); is the file truncated?") from None
     if not isinstance(content, dict) or "data" not in content:
         raise ValueError(f"{path} is not SQuAD format: expected a JSON object with a 'data' list")
     return content["data"]

@@ -7,6 +7,7 @@ bf16 autocast where the device has it, and a JSONL line per logged step.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import random
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mminilm.device import autocast_context
+from mminilm.device import PRECISIONS, autocast_context
 from mminilm.schedule import adamw_without_decay_on_norms, linear_warmup_decay
 
 
@@ -37,18 +38,28 @@ class FinetuneSettings:
     log_every: int = 10
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keeps the module docstring's layout and shows every option's default (but never "None")."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is argparse.SUPPRESS or action.default == []:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def add_finetune_arguments(parser, lr: float, max_length: int, eval_batch_size: int) -> None:
     """The options XNLI and MLQA share (task-specific defaults for lr, length and eval batch)."""
-    parser.add_argument("--max-train-examples", type=int, default=0, help="0 = all")
-    parser.add_argument("--max-eval-examples", type=int, default=0, help="per language (pair), 0 = all")
-    parser.add_argument("--epochs", type=float, default=2.0)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--eval-batch-size", type=int, default=eval_batch_size)
-    parser.add_argument("--lr", type=float, default=lr)
-    parser.add_argument("--max-length", type=int, default=max_length)
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp16", "fp32"))
+    parser.add_argument("--max-train-examples", type=int, default=0, help="English training examples, 0 = all")
+    parser.add_argument("--max-eval-examples", type=int, default=0,
+                        help="first N test examples per language (pair), the same for every model; 0 = all")
+    parser.add_argument("--epochs", type=float, default=FinetuneSettings.epochs, help="fine-tuning epochs")
+    parser.add_argument("--batch-size", type=int, default=FinetuneSettings.batch_size, help="fine-tuning batch size")
+    parser.add_argument("--eval-batch-size", type=int, default=eval_batch_size, help="inference batch size")
+    parser.add_argument("--lr", type=float, default=lr, help="peak learning rate (linear warmup 10%%, then decay)")
+    parser.add_argument("--max-length", type=int, default=max_length, help="tokens per example (window)")
+    parser.add_argument("--seed", type=int, default=FinetuneSettings.seed, help="seed for init and shuffling")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS, help="autocast: auto = bf16 where supported")
 
 
 def seed_everything(seed: int) -> None:

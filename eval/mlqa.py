@@ -25,9 +25,10 @@ from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
 from mminilm.atomic import atomic_write_file
 from mminilm.device import resolve_device
+from mminilm.models import load_pretrained
 
 from .data import MLQA_LANGUAGES, data_root, flatten_squad, load_squad
-from .finetune import FinetuneSettings, add_finetune_arguments, batched_forward, finetune, seed_everything
+from .finetune import FinetuneSettings, HelpFormatter, add_finetune_arguments, batched_forward, finetune, seed_everything
 from .mlqa_scoring import evaluate
 
 
@@ -178,7 +179,7 @@ def run_mlqa(config: MlqaConfig) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     if not tokenizer.is_fast:
         raise ValueError(f"{model_dir}: MLQA needs a fast tokenizer (offset mapping); save one with the model")
-    model = AutoModelForQuestionAnswering.from_pretrained(str(model_dir))
+    model = load_pretrained(AutoModelForQuestionAnswering, str(model_dir), "--model")
     started = time.time()
     features = train_features(tokenizer, records, config.max_length, config.doc_stride, config.max_query_length)
     settings = FinetuneSettings(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, seed=config.seed,
@@ -266,19 +267,19 @@ def _first_questions(data: list[dict[str, Any]], limit: int) -> list[dict[str, A
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m eval.mlqa", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--model", required=True, help="transformers model dir (with its fast tokenizer)")
     parser.add_argument("--output-dir", required=True, help="writes OUT/mlqa/report.json and predictions/")
-    parser.add_argument("--languages", nargs="+", default=list(MLQA_LANGUAGES))
+    parser.add_argument("--languages", nargs="+", default=list(MLQA_LANGUAGES), help="context (= question) languages")
     parser.add_argument("--data-dir", default=None, help="shared data folder (default: $MMINILM_DATA)")
     parser.add_argument("--train-files", nargs="+", default=[], help="English SQuAD v1.1-format training files")
     parser.add_argument("--mlqa-dir", default=None, help="dir of MLQA dev/test-context-*-question-*.json files")
     parser.add_argument("--gxlt", action="store_true", help="also the 7x7 generalized cross-lingual matrix")
     add_finetune_arguments(parser, lr=3e-5, max_length=384, eval_batch_size=64)
-    parser.add_argument("--doc-stride", type=int, default=128)
-    parser.add_argument("--max-answer-length", type=int, default=30)
+    parser.add_argument("--doc-stride", type=int, default=128, help="overlap of consecutive windows, in tokens")
+    parser.add_argument("--max-answer-length", type=int, default=30, help="longest predicted answer, in tokens")
     parser.add_argument("--max-query-length", type=int, default=64, help="questions are cut to this many tokens")
-    parser.add_argument("--n-best", type=int, default=20)
+    parser.add_argument("--n-best", type=int, default=20, help="start/end candidates per window")
     args = parser.parse_args(argv)
     try:
         report = run_mlqa(MlqaConfig(**vars(args)))

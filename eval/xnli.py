@@ -29,9 +29,10 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from mminilm.atomic import atomic_write_file
 from mminilm.device import resolve_device
+from mminilm.models import load_pretrained
 
 from .data import NLI_LABELS, XNLI_DEV_SPLIT, XNLI_LANGUAGES, NliExamples, data_root, load_nli_tsv
-from .finetune import FinetuneSettings, add_finetune_arguments, batched_forward, finetune, seed_everything
+from .finetune import FinetuneSettings, HelpFormatter, add_finetune_arguments, batched_forward, finetune, seed_everything
 
 
 @dataclass
@@ -153,8 +154,8 @@ def run_xnli(config: XnliConfig) -> dict:
     device = resolve_device(config.device)
     seed_everything(config.seed)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    model = AutoModelForSequenceClassification.from_pretrained(
-        str(model_dir), num_labels=len(NLI_LABELS), id2label=dict(enumerate(NLI_LABELS)),
+    model = load_pretrained(
+        AutoModelForSequenceClassification, str(model_dir), "--model", num_labels=len(NLI_LABELS), id2label=dict(enumerate(NLI_LABELS)),
         label2id={label: i for i, label in enumerate(NLI_LABELS)})
     settings = FinetuneSettings(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
                                 seed=config.seed, precision=config.precision)
@@ -192,10 +193,10 @@ def run_xnli(config: XnliConfig) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m eval.xnli", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--model", required=True, help="transformers model dir (with its tokenizer)")
     parser.add_argument("--output-dir", required=True, help="writes OUT/xnli/report.json and predictions/")
-    parser.add_argument("--languages", nargs="+", default=list(XNLI_LANGUAGES))
+    parser.add_argument("--languages", nargs="+", default=list(XNLI_LANGUAGES), help="test languages")
     parser.add_argument("--protocol", default="auto", choices=PROTOCOLS,
                         help="auto: standard when --train-file is given, else offline (see above)")
     parser.add_argument("--english-train", default="xnli-dev", choices=tuple(ENGLISH_TRAIN),

@@ -9,6 +9,21 @@ from collections.abc import Callable
 from pathlib import Path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def apply_umask(path: Path) -> None:
+    """Give `path` (and, for a dir, everything in it) the permissions a plain write would have:
+    temporary files and dirs are created 0600/0700, which would make a shared model unreadable."""
+    mask = _umask()
+    paths = [path, *path.rglob("*")] if path.is_dir() else [path]
+    for item in paths:
+        os.chmod(item, (0o777 if item.is_dir() else 0o666) & ~mask)
+
+
 def atomic_write_dir(target: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     """Call `write(tmp_dir)`, then move tmp_dir into place as `target` (replacing an old one).
 
@@ -20,6 +35,7 @@ def atomic_write_dir(target: str | os.PathLike, write: Callable[[Path], None]) -
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         write(tmp)
+        apply_umask(tmp)
         old = None
         if target.exists():
             old = target.parent / f".{target.name}.old-{os.getpid()}"
@@ -42,6 +58,7 @@ def atomic_write_file(target: str | os.PathLike, write: Callable[[Path], None]) 
     tmp = Path(tmp_name)
     try:
         write(tmp)
+        apply_umask(tmp)
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)

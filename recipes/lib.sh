@@ -11,16 +11,29 @@ export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 die() { echo "error: $*" >&2; exit 2; }
 log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
 
+# Every knob the shared stages read; a recipe adds its own in RECIPE_KNOBS before parse_knobs.
+KNOWN_KNOBS="PRESET OUTPUT TEACHER CORPUS LANGUAGES ALPHA METHOD RELATIONS TEACHER_LAYER RELATION_HEADS
+  STUDENT_LAYERS STUDENT_HIDDEN STUDENT_HEADS STUDENT_INIT MAX_LENGTH BATCH_SIZE GRAD_ACCUM STEPS LR WARMUP
+  SAVE_EVERY SEED NPROC DEVICE PRECISION EVAL EVAL_TASKS EVAL_DATA EVAL_TEACHER EVAL_LR EVAL_BATCH XNLI_PROTOCOL
+  XNLI_ENGLISH_TRAIN XNLI_EPOCHS XNLI_MAX_TRAIN XNLI_MAX_EVAL XNLI_TRAIN_FILE XNLI_DEV_FILE XNLI_TEST_FILE MLQA_DIR
+  MLQA_EPOCHS MLQA_MAX_TRAIN MLQA_MAX_EVAL MLQA_MAX_LENGTH MLQA_STRIDE VOCAB_SIZE TOKENIZER_LINES TEACHER_LAYERS
+  TEACHER_HIDDEN TEACHER_HEADS TEACHER_STEPS TEACHER_LR"
+
 # parse_knobs "$@": --preset tiny -> PRESET=tiny, --steps 10 -> STEPS=10, --help -> usage.
+# An unknown flag (--stesp) stops here, before a long pipeline starts with the default instead.
 parse_knobs() {
+  local name value
   while [[ $# -gt 0 ]]; do
     case "$1" in
       -h|--help) usage; exit 0 ;;
-      --*=*) local name="${1%%=*}"; name="${name#--}"; name="${name//-/_}"; export "${name^^}=${1#*=}"; shift ;;
+      --*=*) name="${1%%=*}"; value="${1#*=}"; shift ;;
       --*) [[ $# -ge 2 ]] || die "option $1 needs a value (see --help)"
-           local name="${1#--}"; name="${name//-/_}"; export "${name^^}=$2"; shift 2 ;;
+           name="$1"; value="$2"; shift 2 ;;
       *) die "unexpected argument '$1' (knobs are --name value or NAME=value; see --help)" ;;
     esac
+    local knob="${name#--}"; knob="${knob//-/_}"; knob="${knob^^}"
+    [[ " $(echo ${KNOWN_KNOBS} ${RECIPE_KNOBS:-}) " == *" ${knob} "* ]] || die "unknown option ${name} (see --help for the knobs)"
+    export "${knob}=${value}"
   done
 }
 

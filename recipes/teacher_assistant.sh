@@ -15,6 +15,7 @@ MiniLM (v1) needs the assistant to have the teacher's head count and the student
 TXT
 }
 
+RECIPE_KNOBS="ASSISTANT_LAYERS ASSISTANT_HIDDEN ASSISTANT_HEADS ASSISTANT_STEPS STUDENT_STEPS"
 parse_knobs "$@"
 PRESET="${PRESET:-default}"
 case "${PRESET}" in

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from pathlib import Path
 import lzma
 import shutil
 import subprocess
@@ -192,6 +193,21 @@ def test_dataset_resume_is_exact_and_txt_equals_xz(tmp_path, cc100_dir, tokenize
     assert all(torch.equal(g["input_ids"], e["input_ids"]) for (_, g), e in zip(got, expected))
     with pytest.raises(ValueError, match="saved with"):
         CorpusDataset(cc100_dir, tokenizer, langs, max_length=32, sizes=sizes, seed=1).load_state_dict(state)
+
+
+def test_resume_state_is_a_position_not_tokens(tmp_path, tokenizer):
+    words = " ".join(f"word{i % 997}" for i in range(60_000))  # one 470 KB line, no newline inside
+    _write(tmp_path / "en.txt", words + "\n\nsecond document\n")
+    dataset = CorpusDataset(tmp_path, tokenizer, ["en"], max_length=64, sizes={"en": 1}, seed=0)
+    stream = iter(dataset)
+    [next(stream) for _ in range(5)]
+    state = json.loads(json.dumps(dataset.state_dict()))
+    assert len(json.dumps(state)) < 2000  # the pending tokens of the long line are not in it
+    expected = [next(stream)["input_ids"] for _ in range(3)]
+    resumed = CorpusDataset(tmp_path, tokenizer, ["en"], max_length=64, sizes={"en": 1}, seed=0)
+    resumed.load_state_dict(state)
+    again = iter(resumed)
+    assert all(torch.equal(next(again)["input_ids"], e) for e in expected)
 
 
 def test_dataloader_workers_and_ranks_do_not_duplicate(tmp_path, tokenizer):
