@@ -20,9 +20,7 @@ import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 SHAPES = {
     # XLM-R-base teacher (L12-H768-A12, 250k vocabulary) -> the recipe's L12-H384-A12 student, seq 512.

@@ -1,8 +1,6 @@
 # Shared by the recipes: knob parsing, presets, the tiny teacher, evaluation and reports.
 # Every knob is an environment variable; `--some-knob VALUE` on the command line sets SOME_KNOB.
 
-REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-export PYTHONPATH="${REPO_ROOT}${PYTHONPATH:+:${PYTHONPATH}}"
 PYTHON="${PYTHON:-python}"
 # Two busy CPU threads spinning in OpenMP barriers cost up to 4x per step on a shared machine;
 # passive waiting costs nothing measurable when the machine is idle.

@@ -16,8 +16,14 @@ XNLI_LANGUAGES = "ar bg de el en es fr hi ru sw th tr ur vi zh".split()
 
 
 def _data_root() -> Path | None:
+    """`$MMINILM_DATA`, made absolute once: README's `MMINILM_DATA=../shared/data` is relative to
+    the caller's directory, and recipes and subprocesses run from other directories."""
     value = os.environ.get("MMINILM_DATA")
-    return Path(value) if value else None
+    if not value:
+        return None
+    root = Path(value).resolve()
+    os.environ["MMINILM_DATA"] = str(root)
+    return root
 
 
 @pytest.fixture(scope="session")

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import gzip
 import json
-from pathlib import Path
 import lzma
-import shutil
 import subprocess
 import sys
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import torch
@@ -143,6 +142,36 @@ def test_size_index_is_cached_outside_a_read_only_corpus(tmp_path, cc100_dir):
     (compressed / "jv.txt.xz").write_bytes(lzma.compress((cc100_dir / "jv.txt").read_bytes()))
     assert corpus_sizes(compressed) == {"jv": sizes["jv"]}
     assert (compressed / ".mminilm_sizes.json").is_file()
+
+
+def test_binary_file_named_like_text_is_an_error_naming_it(tmp_path):
+    binary = Path(sys.executable).resolve().read_bytes()[: 2 << 20]  # a real ELF executable
+    assert binary[:4] == b"\x7fELF"
+    (tmp_path / "de.txt").write_bytes(binary)
+    _write(tmp_path / "en.txt", "hello\n")
+    with pytest.raises(ValueError, match=r"de\.txt is not UTF-8 text: .*% of its first MB are NUL or undecodable"):
+        corpus_sizes(tmp_path, cache_dir=tmp_path / "cache")
+
+
+def test_invalid_utf8_and_truncation_are_counted_and_named_in_stats(tmp_path, cc100_dir):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    good = b"".join(b"a fine line of text number %d\n" % i for i in range(300))  # 3 bad bytes in ~9 KB: < 1%
+    (corpus / "en.txt").write_bytes(good + b"\nbad \xff\xfe here\nand \xc3 here\n")
+    raw = (cc100_dir / "jv.txt").read_bytes()  # 7 KB: well under 1 MB
+    compressed = lzma.compress(raw)
+    (corpus / "jv.txt.xz").write_bytes(compressed[: len(compressed) // 2])
+    result = subprocess.run([sys.executable, "-m", "corpora", "stats", str(corpus), "--json"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    rows = {row["language"]: row for row in json.loads(result.stdout)}
+    assert rows["en"]["invalid_utf8"] == 3 and rows["en"]["truncated_files"] == []
+    assert rows["jv"]["truncated_files"] == [str(corpus / "jv.txt.xz")] and 0 < rows["jv"]["bytes"] < len(raw)
+    assert "jv.txt.xz: compressed stream is truncated" in result.stderr
+    (corpus / "jv.txt.xz").write_bytes(compressed[:40])  # truncated before any text
+    with pytest.raises(ValueError, match=r"'jv' .* has no text: its shard\(s\) .*jv\.txt\.xz are truncated"):
+        with pytest.warns(TruncatedShardWarning):
+            corpus_sizes(corpus)
 
 
 # ---------------------------------------------------------------- streams, packing, dataset

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import torch
-from transformers import AutoTokenizer, XLMRobertaForMaskedLM
+from transformers import XLMRobertaForMaskedLM
 
 from conftest import small_xlmr_config
 from mminilm.models import load_teacher

@@ -26,7 +26,7 @@ def teacher_dir(small_teacher_dir):
 
 
 def _env():
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+    env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
     return env
 
 
