@@ -150,12 +150,14 @@ def scan_shard(path: Path) -> dict[str, Any]:
     total = invalid = sample_nul = sample_invalid = 0
     truncated = False
     with open_binary(path) as handle:
+        # read1 hands out what has been decompressed so far, so a truncated stream loses no text
+        read = getattr(handle, "read1", handle.read)
         try:
-            while chunk := handle.read(1 << 20):
+            while chunk := read(1 << 16):
                 text = decoder.decode(chunk)
                 bad = text.count(_REPLACEMENT) - chunk.count(_REPLACEMENT.encode())
                 if total < BINARY_SAMPLE_BYTES:
-                    sample_nul, sample_invalid = chunk.count(0), bad
+                    sample_nul, sample_invalid = sample_nul + chunk.count(0), sample_invalid + bad
                 total += len(chunk)
                 invalid += bad
         except _truncation_errors():
