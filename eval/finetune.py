@@ -146,17 +146,35 @@ def trim_padding(features: Mapping[str, torch.Tensor], rows: torch.Tensor | slic
 @torch.no_grad()
 def batched_forward(model: torch.nn.Module, features: Mapping[str, torch.Tensor], batch_size: int,
                     device: torch.device, precision: str, description: str) -> list[torch.Tensor]:
-    """Model outputs (logits, or start/end logits for QA) for all rows, in order, on CPU in fp32."""
+    """Model outputs (logits, or start/end logits for QA) for all rows, in order, on CPU in fp32.
+
+    Rows are run longest first, each batch cut to its longest real sequence (a batch of short
+    pairs costs what short pairs cost), then put back in the original order; per-token outputs
+    are padded back to the full width with -1e4 (a padded position is never an answer).
+    """
     model.to(device).eval()
     size = len(next(iter(features.values())))
+    width = features["input_ids"].shape[1]
+    order = torch.argsort(features["attention_mask"].sum(dim=1), descending=True, stable=True)
     outputs: list[list[torch.Tensor]] = []
     for start in tqdm(range(0, size, batch_size), desc=description, dynamic_ncols=True,
                       mininterval=1.0 if sys.stderr.isatty() else 30.0):
-        batch = {name: t.to(device) for name, t in trim_padding(features, slice(start, start + batch_size)).items()}
+        rows = order[start: start + batch_size]
+        batch = {name: t.to(device) for name, t in trim_padding(features, rows).items()}
         with autocast_context(device, precision):
             result = model(**batch)
-        if hasattr(result, "start_logits"):
-            outputs.append([result.start_logits.float().cpu(), result.end_logits.float().cpu()])
-        else:
-            outputs.append([result.logits.float().cpu()])
-    return [torch.cat(parts) for parts in zip(*outputs)]
+        parts = [result.start_logits, result.end_logits] if hasattr(result, "start_logits") else [result.logits]
+        outputs.append([_pad_tokens(part.float().cpu(), width) if hasattr(result, "start_logits") else part.float().cpu()
+                        for part in parts])
+    restored = []
+    for parts in zip(*outputs):
+        stacked = torch.cat(parts)
+        unsorted = torch.empty_like(stacked)
+        unsorted[order] = stacked
+        restored.append(unsorted)
+    return restored
+
+
+def _pad_tokens(logits: torch.Tensor, width: int) -> torch.Tensor:
+    missing = width - logits.shape[1]
+    return torch.nn.functional.pad(logits, (0, missing), value=-1e4) if missing > 0 else logits
