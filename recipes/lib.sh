@@ -86,7 +86,7 @@ apply_e5_small_preset() {
   : "${LR:=1e-4}"
   : "${WARMUP:=15}"
   : "${SAVE_EVERY:=50}"
-  : "${EVAL_LR:=3e-5}"
+  : "${EVAL_LR:=1e-4}"          # 3e-5 leaves the 6-layer student underfit after 3 epochs of 2490 pairs
   : "${XNLI_EPOCHS:=3}"
   : "${XNLI_MAX_EVAL:=1000}"
   : "${MLQA_EPOCHS:=1}"
