@@ -28,6 +28,7 @@ class SelfAttentionDistillation(nn.Module):
         teacher_layer, student_layer: which layer to distil (Python indexing, -1 = last).
         num_relation_heads: MiniLMv2 relation heads (default: the teacher's attention heads).
         relations: MiniLM relations to use; ("attention",) is the attention-only ablation.
+        relation_kl: "fused" (chunked, never materialises seq × seq maps) or "reference".
     """
 
     def __init__(
@@ -39,6 +40,7 @@ class SelfAttentionDistillation(nn.Module):
         student_layer: int = -1,
         num_relation_heads: int | None = None,
         relations: Sequence[str] = MINILM_RELATIONS,
+        relation_kl: str = "fused",
     ) -> None:
         super().__init__()
         if method not in METHODS:
@@ -47,6 +49,7 @@ class SelfAttentionDistillation(nn.Module):
         self.student = student
         self.method = method
         self.relations = tuple(relations)
+        self.relation_kl = relation_kl
         self.teacher_layer = resolve_layer_index(teacher, teacher_layer, "teacher")
         self.student_layer = resolve_layer_index(student, student_layer, "student")
         teacher_hidden, student_hidden = teacher.config.hidden_size, student.config.hidden_size
@@ -93,5 +96,6 @@ class SelfAttentionDistillation(nn.Module):
         teacher_qkv = tuple(t.clone() for t in teacher_qkv)
         student_qkv = run_until_qkv(self.student, self.student_layer, input_ids, attention_mask)
         if self.method == "minilm":
-            return minilm_relation_losses(teacher_qkv, student_qkv, attention_mask, self.num_heads, self.relations)
-        return minilmv2_relation_losses(teacher_qkv, student_qkv, attention_mask, self.num_heads)
+            return minilm_relation_losses(teacher_qkv, student_qkv, attention_mask, self.num_heads, self.relations,
+                                          self.relation_kl)
+        return minilmv2_relation_losses(teacher_qkv, student_qkv, attention_mask, self.num_heads, self.relation_kl)

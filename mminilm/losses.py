@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .relations import masked_relation_kl, relation_log_probs
+from .relations import relation_kl
 
 QKV = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -37,8 +37,10 @@ def minilm_relation_losses(
     attention_mask: torch.Tensor,
     num_heads: int,
     relations: Sequence[str] = MINILM_RELATIONS,
+    path: str = "fused",
 ) -> dict[str, torch.Tensor]:
-    """Per-relation KL terms of MiniLM v1 ("attention": QKᵀ, "value": VVᵀ), unsummed, for logging."""
+    """Per-relation KL terms of MiniLM v1 ("attention": QKᵀ, "value": VVᵀ), unsummed, for logging.
+    `path`: "fused" (chunked, default) or "reference" (see relations.relation_kl)."""
     _check_qkv("teacher_qkv", teacher_qkv, attention_mask)
     _check_qkv("student_qkv", student_qkv, attention_mask)
     unknown = set(relations) - set(MINILM_RELATIONS)
@@ -46,17 +48,10 @@ def minilm_relation_losses(
         raise ValueError(f"MiniLM relations must be a non-empty subset of {MINILM_RELATIONS}, got {tuple(relations)}")
     t_q, t_k, t_v = (x.detach() for x in teacher_qkv)
     s_q, s_k, s_v = student_qkv
-    losses: dict[str, torch.Tensor] = {}
-    with torch.no_grad():
-        teacher_pairs = {"attention": (t_q, t_k), "value": (t_v, t_v)}
-        teacher_log_probs = {
-            name: relation_log_probs(*teacher_pairs[name], attention_mask, num_heads) for name in relations
-        }
+    teacher_pairs = {"attention": (t_q, t_k), "value": (t_v, t_v)}
     student_pairs = {"attention": (s_q, s_k), "value": (s_v, s_v)}
-    for name in relations:
-        student_log_probs = relation_log_probs(*student_pairs[name], attention_mask, num_heads)
-        losses[name] = masked_relation_kl(teacher_log_probs[name], student_log_probs, attention_mask)
-    return losses
+    return {name: relation_kl(*teacher_pairs[name], *student_pairs[name], attention_mask, num_heads, path)
+            for name in relations}
 
 
 def minilm_loss(
@@ -84,18 +79,13 @@ def minilmv2_relation_losses(
     student_qkv: QKV,
     attention_mask: torch.Tensor,
     num_relation_heads: int,
+    path: str = "fused",
 ) -> dict[str, torch.Tensor]:
     """Per-relation KL terms of MiniLMv2 ("query": QQᵀ, "key": KKᵀ, "value": VVᵀ)."""
     _check_qkv("teacher_qkv", teacher_qkv, attention_mask)
     _check_qkv("student_qkv", student_qkv, attention_mask)
-    losses: dict[str, torch.Tensor] = {}
-    for name, teacher_states, student_states in zip(MINILMV2_RELATIONS, teacher_qkv, student_qkv):
-        with torch.no_grad():
-            teacher_states = teacher_states.detach()
-            teacher_log_probs = relation_log_probs(teacher_states, teacher_states, attention_mask, num_relation_heads)
-        student_log_probs = relation_log_probs(student_states, student_states, attention_mask, num_relation_heads)
-        losses[name] = masked_relation_kl(teacher_log_probs, student_log_probs, attention_mask)
-    return losses
+    return {name: relation_kl(t.detach(), t.detach(), s, s, attention_mask, num_relation_heads, path)
+            for name, t, s in zip(MINILMV2_RELATIONS, teacher_qkv, student_qkv)}
 
 
 def minilmv2_loss(

@@ -62,11 +62,12 @@ class Objective(nn.Module, abc.ABC):
 
 class SelfAttentionObjective(Objective):
     def __init__(self, teacher: PreTrainedModel, student: PreTrainedModel, method: str, teacher_layer: int,
-                 student_layer: int, relation_heads: int | None, relations: tuple[str, ...]) -> None:
+                 student_layer: int, relation_heads: int | None, relations: tuple[str, ...],
+                 relation_kl: str = "fused") -> None:
         super().__init__(student, teacher)
         self.distiller = SelfAttentionDistillation(teacher, student, method=method, teacher_layer=teacher_layer,
                                                    student_layer=student_layer, num_relation_heads=relation_heads,
-                                                   relations=relations)
+                                                   relations=relations, relation_kl=relation_kl)
 
     def forward(self, input_ids, attention_mask):
         components = self.distiller.relation_losses(input_ids, attention_mask)
@@ -115,14 +116,15 @@ def build_objective(name: str, student: PreTrainedModel, teacher: PreTrainedMode
                     tokenizer: PreTrainedTokenizerBase, generator: torch.Generator, *, teacher_layer: int = -1,
                     student_layer: int = -1, relation_heads: int | None = None,
                     relations: tuple[str, ...] = MINILM_RELATIONS, mlm_probability: float = 0.15,
-                    kd_temperature: float = 1.0) -> Objective:
+                    kd_temperature: float = 1.0, relation_kl: str = "fused") -> Objective:
     """The objective called `name` (one of OBJECTIVES)."""
     if name not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {name!r}")
     if name != "mlm" and teacher is None:
         raise ValueError(f"objective {name} needs a teacher")
     if name in ("minilm", "minilmv2"):
-        return SelfAttentionObjective(teacher, student, name, teacher_layer, student_layer, relation_heads, relations)
+        return SelfAttentionObjective(teacher, student, name, teacher_layer, student_layer, relation_heads, relations,
+                                      relation_kl)
     if name == "hidden":
         return HiddenStateObjective(teacher, student)
     return MaskedLMObjective(student, tokenizer, mlm_probability, generator,

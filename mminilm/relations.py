@@ -43,13 +43,14 @@ def relation_log_probs(
         large negative *finite* value (never -inf), so a fully padded row stays finite and
         `exp(log p) * (...)` is exactly 0 there instead of NaN.
     """
-    left_heads = split_heads(left.float(), num_heads)  # (batch, heads, seq, d_h)
-    right_heads = split_heads(right.float(), num_heads)  # (batch, heads, seq, d_h)
-    scale = 1.0 / math.sqrt(left_heads.shape[-1])
-    scores = torch.matmul(left_heads, right_heads.transpose(-1, -2)) * scale  # (batch, heads, seq, seq)
-    key_is_padding = ~attention_mask.bool()[:, None, None, :]  # (batch, 1, 1, seq)
-    scores = scores.masked_fill(key_is_padding, torch.finfo(scores.dtype).min)
-    return torch.log_softmax(scores, dim=-1)
+    with torch.autocast(left.device.type, enabled=False):  # autocast would run the matmul in bf16/fp16
+        left_heads = split_heads(left.float(), num_heads)  # (batch, heads, seq, d_h)
+        right_heads = split_heads(right.float(), num_heads)  # (batch, heads, seq, d_h)
+        scale = 1.0 / math.sqrt(left_heads.shape[-1])
+        scores = torch.matmul(left_heads, right_heads.transpose(-1, -2)) * scale  # (batch, heads, seq, seq)
+        key_is_padding = ~attention_mask.bool()[:, None, None, :]  # (batch, 1, 1, seq)
+        scores = scores.masked_fill(key_is_padding, torch.finfo(scores.dtype).min)
+        return torch.log_softmax(scores, dim=-1)
 
 
 def masked_relation_kl(
@@ -74,3 +75,27 @@ def masked_relation_kl(
     query_mask = attention_mask.to(kl_per_token.dtype)
     num_real = query_mask.sum().clamp(min=1.0)
     return (kl_per_token * query_mask).sum() / num_real
+
+
+RELATION_KL_PATHS = ("fused", "reference")
+
+
+def relation_kl(teacher_left: torch.Tensor, teacher_right: torch.Tensor, student_left: torch.Tensor,
+                student_right: torch.Tensor, attention_mask: torch.Tensor, num_heads: int,
+                path: str = "fused") -> torch.Tensor:
+    """KL(teacher ‖ student) of one relation, mean over heads and real query tokens.
+
+    "fused" (default) never materialises the (batch, heads, seq, seq) maps (see
+    fused_relation.py); "reference" is the plain composition of `relation_log_probs` and
+    `masked_relation_kl`, kept as the readable definition the fused path is tested against.
+    """
+    if path == "fused":
+        from .fused_relation import chunked_relation_kl
+
+        return chunked_relation_kl(teacher_left, teacher_right, student_left, student_right, attention_mask, num_heads)
+    if path != "reference":
+        raise ValueError(f"relation KL path must be one of {RELATION_KL_PATHS}, got {path!r}")
+    with torch.no_grad():
+        teacher = relation_log_probs(teacher_left.detach(), teacher_right.detach(), attention_mask, num_heads)
+    student = relation_log_probs(student_left, student_right, attention_mask, num_heads)
+    return masked_relation_kl(teacher, student, attention_mask)
