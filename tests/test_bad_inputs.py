@@ -140,3 +140,16 @@ def test_saved_models_follow_the_umask(tmp_path, tokenizer):
     assert stat.S_IMODE(directory.stat().st_mode) == 0o755
     assert {stat.S_IMODE(p.stat().st_mode) for p in directory.iterdir()} == {0o644}
     assert XLMRobertaForMaskedLM.from_pretrained(directory).config.hidden_size == 32
+
+
+def test_help_shows_defaults_and_never_none(capsys):
+    for main in (distill.main, xnli_cli.main, mlqa_cli.main):
+        with pytest.raises(SystemExit):
+            main(["--help"])
+        text = capsys.readouterr().out
+        assert "(default: None)" not in text
+    with pytest.raises(SystemExit):
+        xnli_cli.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for shown in ("fine-tuning epochs (default: 2.0)", "(default: 2e-05)", "(default: 128)", "(default: 32)"):
+        assert shown in text, shown
