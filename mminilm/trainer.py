@@ -23,7 +23,7 @@ from corpora.index import corpus_scan
 
 from .checkpoint import latest_checkpoint, load_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from .config import TrainConfig, save_config
-from .device import autocast_context, resolve_device
+from .device import autocast_context, autocast_dtype, resolve_device
 from .distributed import (DistributedContext, average_gradients, barrier, broadcast_parameters, init_distributed,
                           mean_across_ranks, parameter_checksum, ranks_agree)
 from .models import check_compatible, load_pretrained, load_teacher
@@ -83,6 +83,7 @@ class TrainingRun:
     objective: Objective
     optimizer: torch.optim.Optimizer
     scheduler: Any
+    scaler: torch.amp.GradScaler  # active for fp16 only: bf16 and fp32 need no loss scaling
     dataset: CorpusDataset
     mask_generator: torch.Generator
     log: JsonlLog
@@ -142,8 +143,9 @@ def setup(config: TrainConfig, context: DistributedContext) -> TrainingRun:
                             seed=config.seed, rank=context.rank, world_size=context.world_size,
                             cache_dir=config.cache_dir or None, packing=config.packing,
                             binarized_dir=config.binarized_dir or None)
+    scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype(device, config.precision) == torch.float16)
     run = TrainingRun(config, output, device, context, logger, student, tokenizer, objective, optimizer, scheduler,
-                      dataset, mask_generator, JsonlLog(output / "train_log.jsonl", context.is_main))
+                      scaler, dataset, mask_generator, JsonlLog(output / "train_log.jsonl", context.is_main))
     if resume_from is not None:
         _restore(run, resume_from)
     else:
@@ -168,6 +170,8 @@ def _restore(run: TrainingRun, checkpoint: Path) -> None:
     run.objective.load_state_dict(trainer_state.get("objective", {}), strict=False)
     run.optimizer.load_state_dict(trainer_state["optimizer"])
     run.scheduler.load_state_dict(trainer_state["scheduler"])
+    if trainer_state.get("scaler"):
+        run.scaler.load_state_dict(trainer_state["scaler"])
     run.step = trainer_state["step"]
     restore_rng_state(rank_state["rng"])
     run.mask_generator.set_state(rank_state["mask_generator"])
@@ -189,7 +193,7 @@ def loss_step(run: TrainingRun, batches) -> dict[str, Any]:
         batch = next(batches)
         with autocast_context(run.device, config.precision):
             loss, parts = run.objective(batch["input_ids"].to(run.device), batch["attention_mask"].to(run.device))
-        (loss / config.grad_accum).backward()
+        run.scaler.scale(loss / config.grad_accum).backward()
         step_loss += loss.detach().float() / config.grad_accum
         for name, value in parts.items():
             components[name] = components.get(name, 0) + value.float() / config.grad_accum
@@ -198,11 +202,16 @@ def loss_step(run: TrainingRun, batches) -> dict[str, Any]:
         for language, count in zip(batch["languages"], real):
             languages[language] += count
     average_gradients(run.objective, run.context)  # the student and any parameters the objective owns
+    run.scaler.unscale_(run.optimizer)
     grad_norm = torch.nn.utils.clip_grad_norm_(run.objective.trainable_parameters(), config.max_grad_norm or float("inf"))
-    if not torch.isfinite(grad_norm):
+    if run.scaler.is_enabled():  # fp16: an overflow skips this step and lowers the scale; it is not an error
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+    elif not torch.isfinite(grad_norm):
         raise FloatingPointError(f"non-finite loss or gradient at step {run.step + 1} (loss {float(step_loss)}): the update "
                                  f"was not applied. {_last_good(run)}")
-    run.optimizer.step()
+    else:
+        run.optimizer.step()
     run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
     return {"loss": step_loss, "components": components, "grad_norm": grad_norm, "tokens": tokens, "languages": languages}
@@ -225,6 +234,7 @@ def save(run: TrainingRun) -> None:
                                  f"{_last_good(run)}")
     trainer_state = {"step": run.step, "student": run.student.state_dict(), "objective": run.objective.extra_state(),
                      "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
+                     "scaler": run.scaler.state_dict(),
                      "config": asdict(config)}
     checksum = parameter_checksum(run.student)
     if run.context.enabled and not ranks_agree(checksum, run.context, run.device):
