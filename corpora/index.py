@@ -21,7 +21,8 @@ INDEX_NAME = ".mminilm_sizes.json"
 INDEX_VERSION = 2  # entries are scan_shard() dicts
 
 
-def _default_cache_dir() -> Path:
+def default_cache_dir() -> Path:
+    """Where derived data is cached (size indexes, converted teachers): $MMINILM_CACHE or ~/.cache/mminilm."""
     return Path(os.environ.get("MMINILM_CACHE", Path.home() / ".cache" / "mminilm"))
 
 
@@ -29,7 +30,7 @@ def _index_path(corpus_dir: Path, cache_dir: str | os.PathLike | None) -> Path:
     if cache_dir is None and os.access(corpus_dir, os.W_OK):
         return corpus_dir / INDEX_NAME
     key = hashlib.sha1(str(corpus_dir.resolve()).encode()).hexdigest()[:16]
-    return Path(cache_dir or _default_cache_dir()) / "corpus-index" / f"{corpus_dir.name}-{key}.json"
+    return Path(cache_dir or default_cache_dir()) / "corpus-index" / f"{corpus_dir.name}-{key}.json"
 
 
 def corpus_scan(corpus_dir: str | os.PathLike, languages: list[str] | None = None,

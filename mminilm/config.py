@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-XNLI_LANGUAGES = ["ar", "bg", "de", "el", "en", "es", "fr", "hi", "ru", "sw", "th", "tr", "ur", "vi", "zh"]
+from .languages import XNLI_LANGUAGES
 from .objectives import OBJECTIVES
 from .relations import RELATION_KL_PATHS
 from .student import STUDENT_INITS

