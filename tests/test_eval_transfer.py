@@ -176,6 +176,7 @@ def _run(module, *args):
     return result
 
 
+@pytest.mark.slow
 def test_end_to_end_xnli_mlqa_and_report(tmp_path, data_dir, tiny_model_dirs):
     outputs = []
     for model_dir in tiny_model_dirs:

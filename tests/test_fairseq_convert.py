@@ -50,6 +50,7 @@ def _write_fairseq_dir(directory, tokenizer_dir, style: str):
     return model, dictionary
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("style", ["args", "cfg"])
 def test_converted_model_matches_fairseq_outputs(tmp_path, tokenizer_dir, tokenizer, style):
     fairseq_model, dictionary = _write_fairseq_dir(tmp_path / "fairseq", tokenizer_dir, style)

@@ -105,6 +105,7 @@ def test_truncated_file_is_a_clear_error(tmp_path):
         read_e5_file(truncated)
 
 
+@pytest.mark.slow
 def test_converted_teacher_matches_the_c_engine(e5_dir, c_engine, data_dir):
     """Mean-pooled, L2-normalised "query: " embeddings on XNLI test sentences in all 15 languages."""
     from transformers import AutoModel, AutoTokenizer
@@ -131,6 +132,7 @@ def test_converted_teacher_matches_the_c_engine(e5_dir, c_engine, data_dir):
     assert cosine.min() >= 0.9995, f"lowest cosine {cosine.min():.5f} ({texts[int(cosine.argmin())][:60]!r})"
 
 
+@pytest.mark.slow
 def test_tokenizer_equals_the_reference_on_all_xnli_and_mlqa_text(e5_dir, data_dir):
     from tokenizers import Tokenizer
     from transformers import AutoTokenizer

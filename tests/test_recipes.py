@@ -28,6 +28,7 @@ def _run(script: str, env: dict[str, str], *args: str) -> subprocess.CompletedPr
                           text=True, timeout=1200)
 
 
+@pytest.mark.slow
 def test_tiny_preset_end_to_end(tmp_path, data_dir):
     env = dict(os.environ, MMINILM_DATA=str(data_dir), OUTPUT=str(tmp_path / "run"), **SHORT)
     result = _run("xlmr_to_small.sh", env, "--preset", "tiny")  # from cwd=/: the recipe finds its repo itself
@@ -56,6 +57,7 @@ def test_tiny_preset_end_to_end(tmp_path, data_dir):
     assert changed.returncode == 2 and "another configuration" in changed.stderr and "lr: 0.001 -> 0.0005" in changed.stderr
 
 
+@pytest.mark.slow
 def test_teacher_assistant_reuses_the_recipe_machinery(tmp_path, data_dir):
     env = dict(os.environ, MMINILM_DATA=str(data_dir), OUTPUT=str(tmp_path / "ta"), EVAL="0", **SHORT,
                ASSISTANT_LAYERS="2", ASSISTANT_HIDDEN="48", ASSISTANT_HEADS="4")
@@ -91,6 +93,7 @@ def test_help_lists_the_knobs_and_unknown_flags_are_refused():
     assert typo.returncode == 2 and "unknown option --stesp" in typo.stderr
 
 
+@pytest.mark.slow
 def test_ablation_smoke_all_variants_one_seed(tmp_path, data_dir):
     env = dict(os.environ, MMINILM_DATA=str(data_dir), OUTPUT=str(tmp_path / "ablation"), **SHORT, SEEDS="1",
                REPEAT="attention:2", ASSISTANT_LAYERS="1", ASSISTANT_HIDDEN="48", ASSISTANT_HEADS="4",

@@ -59,6 +59,7 @@ def test_every_objective_trains_and_saves_a_student(tmp_path, teacher_dir, cc100
     assert (out / "train.log").read_text().count("saved") == 1
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_with_the_same_loss_sequence(tmp_path, teacher_dir, cc100_dir):
     reference = tmp_path / "reference"
     assert _distill(_args(teacher_dir, cc100_dir, reference)).returncode == 0
@@ -94,6 +95,7 @@ def test_killed_run_resumes_with_the_same_loss_sequence(tmp_path, teacher_dir, c
     assert [r["loss"] for r in read_jsonl(log_path)] == expected
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_stay_in_sync(tmp_path, teacher_dir, cc100_dir):
     out = tmp_path / "ddp"
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
