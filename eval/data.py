@@ -22,8 +22,6 @@ from typing import Any
 import datasets
 
 NLI_LABELS = ("entailment", "neutral", "contradiction")
-XNLI_LANGUAGES = ("ar", "bg", "de", "el", "en", "es", "fr", "hi", "ru", "sw", "th", "tr", "ur", "vi", "zh")
-MLQA_LANGUAGES = ("en", "es", "de", "ar", "hi", "vi", "zh")
 XNLI_DEV_SPLIT = 1245  # xnli-dev-split protocol: train on English rows [0, 1245), test every language on [1245, 2490)
 
 

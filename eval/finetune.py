@@ -70,7 +70,6 @@ def seed_everything(seed: int) -> None:
 
 def finetune(model: torch.nn.Module, features: Mapping[str, torch.Tensor], settings: FinetuneSettings,
              device: torch.device, log_path: Path, description: str,
-             loss_fn: Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor] | None = None,
              select_on: Callable[[torch.nn.Module], float] | None = None) -> list[float]:
     """Train `model` on the rows of `features` (all tensors share dim 0); returns the step losses.
 
@@ -101,7 +100,7 @@ def finetune(model: torch.nn.Module, features: Mapping[str, torch.Tensor], setti
             rows = order[position: position + settings.batch_size]
             batch = {name: tensor.to(device) for name, tensor in trim_padding(features, rows).items()}
             with autocast_context(device, settings.precision):
-                loss = loss_fn(model, batch) if loss_fn else model(**batch).loss
+                loss = model(**batch).loss
             loss.backward()
             if settings.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)

@@ -27,7 +27,9 @@ from mminilm.atomic import atomic_write_file
 from mminilm.device import resolve_device
 from mminilm.models import load_pretrained
 
-from .data import MLQA_LANGUAGES, data_root, flatten_squad, load_squad
+from mminilm.languages import MLQA_LANGUAGES
+
+from .data import data_root, flatten_squad, load_squad
 from .finetune import FinetuneSettings, HelpFormatter, add_finetune_arguments, batched_forward, finetune, seed_everything
 from .mlqa_scoring import evaluate
 

@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-MLQA_LANGUAGES = ("en", "es", "de", "ar", "hi", "vi", "zh")
+from mminilm.languages import MLQA_LANGUAGES
 WHITESPACE_LANGUAGES = ("en", "es", "hi", "vi", "de", "ar")
 MIXED_SEGMENTATION_LANGUAGES = ("zh",)
 

@@ -31,7 +31,9 @@ from mminilm.atomic import atomic_write_file
 from mminilm.device import resolve_device
 from mminilm.models import load_pretrained
 
-from .data import NLI_LABELS, XNLI_DEV_SPLIT, XNLI_LANGUAGES, NliExamples, data_root, load_nli_tsv
+from mminilm.languages import XNLI_LANGUAGES
+
+from .data import NLI_LABELS, XNLI_DEV_SPLIT, NliExamples, data_root, load_nli_tsv
 from .finetune import FinetuneSettings, HelpFormatter, add_finetune_arguments, batched_forward, finetune, seed_everything
 
 

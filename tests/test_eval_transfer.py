@@ -12,11 +12,12 @@ import torch
 from transformers import XLMRobertaForMaskedLM
 
 from conftest import small_xlmr_config
-from eval.data import XNLI_LANGUAGES, flatten_squad, load_nli_tsv, load_squad
+from eval.data import flatten_squad, load_nli_tsv, load_squad
 from eval.efficiency import flops_per_token, model_cost
 from eval.mlqa import decode_answers, eval_features, train_features, usable_training_records
 from eval.report import task_rows
 from eval.xnli import XnliConfig, load_splits, resolve_protocol
+from mminilm.languages import XNLI_LANGUAGES
 
 REPO = Path(__file__).resolve().parents[1]
 
