@@ -65,9 +65,14 @@ class LanguageStream:
         return [self.next_document() for _ in range(count)]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "documents_read": self.documents_read}
+        return {"epoch": self.epoch, "documents_read": self.documents_read, "part": self.part,
+                "num_parts": self.num_parts}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        saved = (state.get("part", self.part), state.get("num_parts", self.num_parts))
+        if saved != (self.part, self.num_parts):
+            raise ValueError(f"{self.language}: this state was saved by slice {saved[0]} of {saved[1]}, not "
+                             f"{self.part} of {self.num_parts}: resume with the same ranks and workers")
         self.epoch = int(state["epoch"])
         self.documents_read = int(state["documents_read"])
         self._iterator = None

@@ -2,6 +2,8 @@
 # Every knob is an environment variable; `--some-knob VALUE` on the command line sets SOME_KNOB.
 
 PYTHON="${PYTHON:-python}"
+# Stages run inside $(...); without this a failing stage inside one would not stop the recipe.
+shopt -s inherit_errexit
 # Two busy CPU threads spinning in OpenMP barriers cost up to 4x per step on a shared machine;
 # passive waiting costs nothing measurable when the machine is idle.
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
@@ -164,7 +166,7 @@ pretrain_tiny_teacher() {
     --vocab-size "${VOCAB_SIZE}" --tokenizer-lines "${TOKENIZER_LINES}" --layers "${TEACHER_LAYERS}" \
     --hidden "${TEACHER_HIDDEN}" --heads "${TEACHER_HEADS}" --max-length "${MAX_LENGTH}" --batch-size "${BATCH_SIZE}" \
     --steps "${TEACHER_STEPS}" --lr "${TEACHER_LR}" --warmup-steps $(( TEACHER_STEPS / 10 + 1 )) --seed "${SEED}" \
-    --device "${DEVICE}" --precision "${PRECISION}" --save-every "${SAVE_EVERY}" --resume >/dev/null
+    --device "${DEVICE}" --precision "${PRECISION}" --save-every "${SAVE_EVERY}" --resume >/dev/null || exit $?
   echo "${out}/model"
 }
 
@@ -179,7 +181,7 @@ distill() {
   "${launcher[@]}" --teacher "${teacher}" --corpus "${CORPUS}" --languages ${LANGUAGES} --alpha "${ALPHA}" \
     --output-dir "${out}" --max-length "${MAX_LENGTH}" --batch-size "${BATCH_SIZE}" --grad-accum "${GRAD_ACCUM}" \
     --steps "${steps}" --lr "${LR}" --warmup-steps "${WARMUP}" --save-every "${SAVE_EVERY}" --seed "${SEED}" \
-    --device "${DEVICE}" --precision "${PRECISION}" --student-init "${STUDENT_INIT}" --resume "$@" >/dev/null
+    --device "${DEVICE}" --precision "${PRECISION}" --student-init "${STUDENT_INIT}" --resume "$@" >/dev/null || exit $?
   echo "${out}/model"
 }
 
