@@ -10,6 +10,7 @@ from transformers import PreTrainedModel
 
 from .losses import MINILM_RELATIONS, minilm_relation_losses, minilmv2_relation_losses
 from .qkv_capture import resolve_layer_index, run_until_qkv
+from .relations import DEFAULT_RELATION_KL
 
 METHODS = ("minilm", "minilmv2")
 
@@ -28,7 +29,7 @@ class SelfAttentionDistillation(nn.Module):
         teacher_layer, student_layer: which layer to distil (Python indexing, -1 = last).
         num_relation_heads: MiniLMv2 relation heads (default: the teacher's attention heads).
         relations: MiniLM relations to use; ("attention",) is the attention-only ablation.
-        relation_kl: "fused" (chunked, never materialises seq × seq maps) or "reference".
+        relation_kl: "reference" (default) or "fused" (chunked, never materialises seq × seq maps).
     """
 
     def __init__(
@@ -40,7 +41,7 @@ class SelfAttentionDistillation(nn.Module):
         student_layer: int = -1,
         num_relation_heads: int | None = None,
         relations: Sequence[str] = MINILM_RELATIONS,
-        relation_kl: str = "fused",
+        relation_kl: str = DEFAULT_RELATION_KL,
     ) -> None:
         super().__init__()
         if method not in METHODS:

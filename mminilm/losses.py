@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .relations import relation_kl
+from .relations import DEFAULT_RELATION_KL, relation_kl
 
 QKV = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -37,10 +37,10 @@ def minilm_relation_losses(
     attention_mask: torch.Tensor,
     num_heads: int,
     relations: Sequence[str] = MINILM_RELATIONS,
-    path: str = "fused",
+    path: str = DEFAULT_RELATION_KL,
 ) -> dict[str, torch.Tensor]:
     """Per-relation KL terms of MiniLM v1 ("attention": QKᵀ, "value": VVᵀ), unsummed, for logging.
-    `path`: "fused" (chunked, default) or "reference" (see relations.relation_kl)."""
+    `path`: "reference" (default) or "fused" (chunked; see relations.relation_kl)."""
     _check_qkv("teacher_qkv", teacher_qkv, attention_mask)
     _check_qkv("student_qkv", student_qkv, attention_mask)
     unknown = set(relations) - set(MINILM_RELATIONS)
@@ -79,7 +79,7 @@ def minilmv2_relation_losses(
     student_qkv: QKV,
     attention_mask: torch.Tensor,
     num_relation_heads: int,
-    path: str = "fused",
+    path: str = DEFAULT_RELATION_KL,
 ) -> dict[str, torch.Tensor]:
     """Per-relation KL terms of MiniLMv2 ("query": QQᵀ, "key": KKᵀ, "value": VVᵀ)."""
     _check_qkv("teacher_qkv", teacher_qkv, attention_mask)

@@ -24,6 +24,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from .distillation import SelfAttentionDistillation
 from .losses import MINILM_RELATIONS
 from .mlm import logit_kd_loss, mask_tokens, mlm_loss
+from .relations import DEFAULT_RELATION_KL
 
 OBJECTIVES = ("minilm", "minilmv2", "mlm", "logit_kd", "hidden")
 NEEDS_TEACHER_MLM_HEAD = ("logit_kd",)
@@ -63,7 +64,7 @@ class Objective(nn.Module, abc.ABC):
 class SelfAttentionObjective(Objective):
     def __init__(self, teacher: PreTrainedModel, student: PreTrainedModel, method: str, teacher_layer: int,
                  student_layer: int, relation_heads: int | None, relations: tuple[str, ...],
-                 relation_kl: str = "fused") -> None:
+                 relation_kl: str = DEFAULT_RELATION_KL) -> None:
         super().__init__(student, teacher)
         self.distiller = SelfAttentionDistillation(teacher, student, method=method, teacher_layer=teacher_layer,
                                                    student_layer=student_layer, num_relation_heads=relation_heads,
@@ -116,7 +117,7 @@ def build_objective(name: str, student: PreTrainedModel, teacher: PreTrainedMode
                     tokenizer: PreTrainedTokenizerBase, generator: torch.Generator, *, teacher_layer: int = -1,
                     student_layer: int = -1, relation_heads: int | None = None,
                     relations: tuple[str, ...] = MINILM_RELATIONS, mlm_probability: float = 0.15,
-                    kd_temperature: float = 1.0, relation_kl: str = "fused") -> Objective:
+                    kd_temperature: float = 1.0, relation_kl: str = DEFAULT_RELATION_KL) -> Objective:
     """The objective called `name` (one of OBJECTIVES)."""
     if name not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {name!r}")

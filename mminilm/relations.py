@@ -77,17 +77,20 @@ def masked_relation_kl(
     return (kl_per_token * query_mask).sum() / num_real
 
 
-RELATION_KL_PATHS = ("fused", "reference")
+RELATION_KL_PATHS = ("reference", "fused")
+# The default until the fused path is also faster: on 2 CPU cores it needs ~0.3x the loss's peak
+# memory but ~2x its time (backward recomputes the maps; benchmarks/relation_loss.py, README).
+DEFAULT_RELATION_KL = "reference"
 
 
 def relation_kl(teacher_left: torch.Tensor, teacher_right: torch.Tensor, student_left: torch.Tensor,
                 student_right: torch.Tensor, attention_mask: torch.Tensor, num_heads: int,
-                path: str = "fused") -> torch.Tensor:
+                path: str = DEFAULT_RELATION_KL) -> torch.Tensor:
     """KL(teacher ‖ student) of one relation, mean over heads and real query tokens.
 
-    "fused" (default) never materialises the (batch, heads, seq, seq) maps (see
-    fused_relation.py); "reference" is the plain composition of `relation_log_probs` and
-    `masked_relation_kl`, kept as the readable definition the fused path is tested against.
+    "fused" never materialises the (batch, heads, seq, seq) maps (see fused_relation.py): use it
+    when memory limits the batch; "reference" (default, faster on CPU) is the plain composition of
+    `relation_log_probs` and `masked_relation_kl`, the definition the fused path is tested against.
     """
     if path == "fused":
         from .fused_relation import chunked_relation_kl
