@@ -55,7 +55,7 @@ def _write_fairseq_dir(directory, tokenizer_dir, style: str):
 def test_converted_model_matches_fairseq_outputs(tmp_path, tokenizer_dir, tokenizer, style):
     fairseq_model, dictionary = _write_fairseq_dir(tmp_path / "fairseq", tokenizer_dir, style)
     converted = convert_fairseq_xlmr(tmp_path / "fairseq", tmp_path / "hf")
-    model, hf_tokenizer = load_teacher(str(converted))
+    model, hf_tokenizer = load_teacher(str(converted), masked_lm=True)  # the logits are compared too
     assert (model.config.layer_norm_eps, model.config.type_vocab_size, model.config.pad_token_id) == (1e-5, 1, 1)
     assert model.config.max_position_embeddings == 514
     assert len(hf_tokenizer) == len(dictionary) == model.config.vocab_size
