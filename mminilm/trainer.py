@@ -170,6 +170,11 @@ def _restore(run: TrainingRun, checkpoint: Path) -> None:
     run.objective.load_state_dict(trainer_state.get("objective", {}), strict=False)
     run.optimizer.load_state_dict(trainer_state["optimizer"])
     run.scheduler.load_state_dict(trainer_state["scheduler"])
+    # An lr allowed to change on resume (--allow-config-change lr) must take effect: the restored
+    # optimizer and schedule would otherwise keep the saved one.
+    run.scheduler.base_lrs = [run.config.lr] * len(run.optimizer.param_groups)
+    for group, factor in zip(run.optimizer.param_groups, run.scheduler.lr_lambdas):
+        group["initial_lr"], group["lr"] = run.config.lr, run.config.lr * factor(run.scheduler.last_epoch)
     if trainer_state.get("scaler"):
         run.scaler.load_state_dict(trainer_state["scaler"])
     run.step = trainer_state["step"]

@@ -91,3 +91,15 @@ def test_a_non_finite_update_is_never_applied_or_checkpointed(tmp_path, small_te
     for checkpoint in (out / "checkpoints").glob("step-*"):
         state = torch.load(checkpoint / "trainer.pt", weights_only=False)["student"]
         assert all(torch.isfinite(t).all() for t in state.values() if t.is_floating_point()), checkpoint
+
+
+def test_a_lower_lr_allowed_on_resume_takes_effect(tmp_path, small_teacher_dir, cc100_dir):
+    out = tmp_path / "run"
+    assert _distill(_args(small_teacher_dir, cc100_dir, out, steps=8)).returncode == 0
+    resumed = _distill(_args(small_teacher_dir, cc100_dir, out, steps=12,
+                             extra=["--resume", "--lr", "1e-4", "--allow-config-change", "steps", "lr"]))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    log = read_jsonl(out / "train_log.jsonl")
+    # after step 9 of 12 (warmup 2) the linear decay factor is (12 - 9) / (12 - 2) = 0.3, applied to
+    # the new peak lr (1e-4), not the saved one (3e-3, which would give 9e-4)
+    assert [r["step"] for r in log] == list(range(1, 13)) and log[8]["lr"] == pytest.approx(0.3 * 1e-4)
