@@ -44,7 +44,7 @@ case "${PRESET}" in
 esac
 apply_default_knobs
 : "${SEEDS:=1}"
-: "${REPEAT-minilm:2}"  # REPEAT= (empty) runs no extra seeds
+REPEAT="${REPEAT-minilm:2}"  # REPEAT= (empty) runs no extra seeds
 check_inputs
 mkdir -p "${OUTPUT}"
 started=$(date +%s)
