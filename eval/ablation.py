@@ -40,10 +40,16 @@ def _mean_std(values: list[float]) -> dict[str, float]:
             "runs": values}
 
 
+def _retrieval_average(eval_dir: Path) -> float | None:
+    path = eval_dir / "retrieval" / "report.json"
+    return json.loads(path.read_text())["average"] if path.is_file() else None
+
+
 def collect(run_dir: Path, teacher_eval: Path | None) -> dict[str, Any]:
     teacher = None
     if teacher_eval and (teacher_eval / "xnli" / "report.json").is_file():
         teacher = _xnli_summary(json.loads((teacher_eval / "xnli" / "report.json").read_text()))
+        teacher["retrieval"] = _retrieval_average(teacher_eval)
     rows = []
     for variant_dir in sorted((run_dir / "variants").iterdir()):
         seeds = sorted(p for p in variant_dir.glob("seed*") if (p / "eval" / "xnli" / "report.json").is_file())
@@ -60,6 +66,9 @@ def collect(run_dir: Path, teacher_eval: Path | None) -> dict[str, Any]:
                 for s in seeds if (s / "eval" / "mlqa" / "report.json").is_file()]
         if mlqa:
             row["mlqa_f1"] = _mean_std(mlqa)
+        retrieval = [value for value in (_retrieval_average(s / "eval") for s in seeds) if value is not None]
+        if retrieval:
+            row["retrieval"] = _mean_std(retrieval)
         model_dir = seeds[0] / "model"
         row["model_dir"] = str(model_dir)
         rows.append(row)
@@ -80,17 +89,25 @@ def write_ablation(run_dir: str | Path, teacher_eval: str | Path | None = None, 
     if not data["rows"]:
         raise FileNotFoundError(f"{run_dir}/variants/*/seed*/eval/xnli/report.json: no evaluated variants")
     has_mlqa = any("mlqa_f1" in r for r in data["rows"])
-    header = "| variant | XNLI avg | en | non-en mean | retention % |" + (" MLQA F1 |" if has_mlqa else "")
+    has_retrieval = any("retrieval" in r for r in data["rows"])
+    header = ("| variant | XNLI avg | en | non-en mean | retention % |" + (" MLQA F1 |" if has_mlqa else "")
+              + (" retrieval top-1 |" if has_retrieval else ""))
     lines = ["# Ablation (zero-shot XNLI, fine-tuned on English)", "",
-             "Mean ± sample standard deviation where a variant ran with several seeds (seeds column).", "",
-             header.replace("| variant |", "| variant | seeds |"), "|---|---|---:|---:|---:|---:|" + ("---:|" if has_mlqa else "")]
+             "Mean ± sample standard deviation where a variant ran with several seeds (seeds column).",
+             *(["Retrieval: en<->xx top-1 on distinct XNLI test premises, mean-pooled last layer, no fine-tuning "
+                "(python -m eval.retrieval)."] if has_retrieval else []), "",
+             header.replace("| variant |", "| variant | seeds |"),
+             "|---|---|---:|---:|---:|---:|" + ("---:|" if has_mlqa else "") + ("---:|" if has_retrieval else "")]
     teacher = data["teacher"]
     if teacher:
         lines.append(f"| teacher | – | {teacher['average']:.1f} | {teacher['en']:.1f} | {teacher['non_en']:.1f} | 100 |"
-                     + (" |" if has_mlqa else ""))
+                     + (" |" if has_mlqa else "")
+                     + (f" {teacher['retrieval']:.1f} |" if has_retrieval and teacher.get("retrieval") is not None
+                        else " – |" if has_retrieval else ""))
     for row in data["rows"]:
         lines.append(f"| {row['name']} | {' '.join(row['seeds'])} | {_cell(row['average'])} | {_cell(row['en'])} | {_cell(row['non_en'])} | "
-                     f"{_cell(row.get('retention'))} |" + (f" {_cell(row.get('mlqa_f1'))} |" if has_mlqa else ""))
+                     f"{_cell(row.get('retention'))} |" + (f" {_cell(row.get('mlqa_f1'))} |" if has_mlqa else "")
+                     + (f" {_cell(row.get('retrieval'))} |" if has_retrieval else ""))
     if measure_speed:
         from .efficiency import compare
         from .report import _speed_sentences

@@ -18,7 +18,13 @@ from typing import Any
 from mminilm.atomic import atomic_write_file
 from mminilm.student import DISTILLATION_FILE
 
-TASK_METRIC = {"xnli": ("accuracy", "accuracy (%)"), "mlqa": ("f1", "F1")}
+TASK_METRIC = {"xnli": ("accuracy", "accuracy (%)"), "mlqa": ("f1", "F1"),
+               "retrieval": ("accuracy", "top-1 (%)"), "retrieval-mlqa": ("accuracy", "top-1 (%)")}
+TASK_TITLE = {"xnli": "XNLI zero-shot transfer (fine-tuned on English)",
+              "mlqa": "MLQA zero-shot transfer (fine-tuned on English)",
+              "retrieval": "en<->xx retrieval, XNLI test premises (no fine-tuning)",
+              "retrieval-mlqa": "en<->xx retrieval, MLQA dev questions (no fine-tuning)"}
+PREDICTION_LINES = {"xnli", "retrieval", "retrieval-mlqa"}  # tasks whose predictions/{lang}.jsonl lines carry "index"
 FALLBACK_SENTENCES = [
     "The committee will publish its report next week.", "Die Regierung hat neue Maßnahmen angekündigt.",
     "El tren llegó con dos horas de retraso.", "Le musée est fermé le lundi.", "Он купил новую машину в прошлом году.",
@@ -48,8 +54,8 @@ def _load_task(output_dir: Path, task: str) -> dict[str, Any] | None:
 
 def evaluated_examples(output_dir: Path, task: str, language: str) -> list:
     """The example ids a model was scored on (from its prediction file), in order."""
-    if task == "xnli":
-        path = output_dir / "xnli" / "predictions" / f"{language}.jsonl"
+    if task in PREDICTION_LINES:
+        path = output_dir / task / "predictions" / f"{language}.jsonl"
         return [json.loads(line)["index"] for line in path.read_text().splitlines()] if path.is_file() else []
     path = output_dir / "mlqa" / "predictions" / f"{language}.json"
     return list(json.loads(path.read_text(encoding="utf-8"))) if path.is_file() else []
@@ -177,6 +183,42 @@ def bar_chart(rows: list[dict[str, Any]], task: str, path: Path, title: str) -> 
     os.replace(tmp, path)
 
 
+def probe_curve(train_log: Path) -> dict[str, Any] | None:
+    """The retrieval probe records of a distillation log (`--probe-every`): student per step, teacher at step 0."""
+    if not train_log.is_file():
+        raise ReportError(f"--train-log {train_log} does not exist (expected a distillation run's train_log.jsonl)")
+    records = [json.loads(line) for line in train_log.read_text().splitlines() if line.strip()]
+    probes = [r for r in records if r.get("probe") == "retrieval"]
+    if not probes:
+        return None
+    student = [{"step": r["step"], "average": r["average"]} for r in probes if r["model"] == "student"]
+    teacher = next((r["average"] for r in probes if r["model"] == "teacher"), None)
+    return {"student": student, "teacher": teacher, "languages": sorted(probes[0]["languages"]),
+            "sentences": probes[0]["sentences"]}
+
+
+def curve_chart(curve: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.plot([p["step"] for p in curve["student"]], [p["average"] for p in curve["student"]], marker="o",
+            color="#2a7ab9", label="student")
+    if curve["teacher"] is not None:
+        ax.axhline(curve["teacher"], color="#808080", linestyle="--", label="teacher")
+    ax.set_xlabel("distillation step")
+    ax.set_ylabel("en<->xx retrieval top-1 (%)")
+    ax.set_title(f"Retention during distillation ({curve['sentences']} XNLI premises x {len(curve['languages'])} languages)")
+    ax.legend()
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
 def _speed_sentences() -> list[str]:
     root = os.environ.get("MMINILM_DATA")
     path = Path(root) / "xnli" / "dev" / "en.tsv" if root else None
@@ -187,7 +229,7 @@ def _speed_sentences() -> list[str]:
 
 
 def write_report(student_dir: str | os.PathLike, teacher_dir: str | os.PathLike | None = None,
-                 measure_speed: bool = True, speed_repeats: int = 5) -> Path:
+                 measure_speed: bool = True, speed_repeats: int = 5, train_log: str | os.PathLike | None = None) -> Path:
     student_out = Path(student_dir)
     teacher_out = Path(teacher_dir) if teacher_dir else None
     report: dict[str, Any] = {"student_dir": str(student_out), "teacher_dir": str(teacher_out) if teacher_out else None,
@@ -209,7 +251,7 @@ def write_report(student_dir: str | os.PathLike, teacher_dir: str | os.PathLike 
             model_dirs.setdefault("teacher", teacher["model"])
         rows = task_rows(student, teacher, task)
         chart = student_out / f"{task}.png"
-        bar_chart(rows, task, chart, f"{task.upper()} zero-shot transfer (fine-tuned on English)")
+        bar_chart(rows, task, chart, TASK_TITLE[task])
         report["tasks"][task] = {"rows": rows, "chart": chart.name,
                                  "protocol": student.get("protocol", "mlqa dev (XLT)" if task == "mlqa" else None)}
         protocol = report["tasks"][task]["protocol"]
@@ -217,8 +259,22 @@ def write_report(student_dir: str | os.PathLike, teacher_dir: str | os.PathLike 
             protocol += f", fine-tuned on {student['english_train']}"
         warnings = chance_warnings(rows, task)
         report["tasks"][task]["warnings"] = warnings
-        sections += [f"## {task.upper()} ({protocol})", "", *[w + "\n" for w in warnings], markdown_table(rows, task), "",
+        if task.startswith("retrieval"):
+            protocol += f"; layer {student['layer']} (student)" + (f", {teacher['layer']} (teacher)" if teacher else "")
+        sections += [f"## {TASK_TITLE[task]} ({protocol})", "", *[w + "\n" for w in warnings], markdown_table(rows, task), "",
                      f"![{task}]({chart.name})", ""]
+    curve = probe_curve(Path(train_log)) if train_log else None
+    if curve:
+        report["retrieval_curve"] = curve
+        curve_chart(curve, student_out / "retrieval_curve.png")
+        last = curve["student"][-1]
+        teacher_note = f" (teacher {curve['teacher']:.1f})" if curve["teacher"] is not None else ""
+        sections += ["## Retention during distillation", "",
+                     f"Student en<->xx retrieval top-1 on {curve['sentences']} XNLI test premises x "
+                     f"{len(curve['languages'])} languages, logged every few steps (`--probe-every`): "
+                     f"{curve['student'][0]['average']:.1f} at step {curve['student'][0]['step']} -> "
+                     f"{last['average']:.1f} at step {last['step']}{teacher_note}.", "",
+                     "![retrieval curve](retrieval_curve.png)", ""]
     if not report["tasks"]:
         raise FileNotFoundError(f"{student_out} has neither xnli/report.json nor mlqa/report.json: run eval.xnli / eval.mlqa first")
     notes = [f"- {role}: {note}" for role in ("teacher", "student") if role in model_dirs
@@ -262,9 +318,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--teacher", default=None, help="the same for the teacher")
     parser.add_argument("--no-speed", action="store_true", help="skip the throughput measurement")
     parser.add_argument("--speed-repeats", type=int, default=5)
+    parser.add_argument("--train-log", default=None,
+                        help="the student's distillation train_log.jsonl: plots its --probe-every retrieval curve")
     args = parser.parse_args(argv)
     try:
-        path = write_report(args.student_dir, args.teacher, measure_speed=not args.no_speed, speed_repeats=args.speed_repeats)
+        path = write_report(args.student_dir, args.teacher, measure_speed=not args.no_speed,
+                            speed_repeats=args.speed_repeats, train_log=args.train_log)
     except (FileNotFoundError, ReportError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -8,6 +8,7 @@ MiniLMv2's small-model recipe); the tiny preset overrides them from the recipe.
 from __future__ import annotations
 
 import argparse
+import os
 import dataclasses
 import json
 from dataclasses import dataclass, field
@@ -78,6 +79,10 @@ class TrainConfig:
     cache_dir: str = _field("", "cache for corpus size indexes and converted fairseq teachers")
     num_workers: int = _field(0, "DataLoader workers (0 keeps the exact-resume guarantee)")
     tensorboard: bool = _field(True, "also write TensorBoard events when tensorboard is installed")
+    probe_every: int = _field(0, "every N steps, log the student's en<->xx retrieval top-1 (eval.retrieval) on a fixed "
+                                 "small set of XNLI test premises: a retention curve without fine-tuning; 0 = off")
+    probe_sentences: int = _field(200, "aligned sentences per language for --probe-every")
+    probe_data: str = _field("", "shared data folder with xnli/test for --probe-every (default: $MMINILM_DATA)")
 
     def validate(self) -> None:
         problems = []
@@ -101,6 +106,13 @@ class TrainConfig:
         relations = tuple(r for r in self.relations.split(",") if r)
         if not relations or set(relations) - {"attention", "value"}:
             problems.append(f"--relations must be 'attention,value' or 'attention', got {self.relations!r}")
+        if self.probe_every < 0 or self.probe_sentences <= 0:
+            problems.append("--probe-every must be >= 0 and --probe-sentences positive")
+        if self.probe_every:
+            data = self.probe_data or os.environ.get("MMINILM_DATA", "")
+            if not data or not (Path(data) / "xnli" / "test" / "en.tsv").is_file():
+                problems.append(f"--probe-every needs the shared data folder with xnli/test/ (--probe-data or "
+                                f"MMINILM_DATA); got {data or 'neither'}")
         if problems:
             raise ValueError("invalid training configuration:\n  " + "\n  ".join(problems))
 

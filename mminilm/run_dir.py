@@ -24,7 +24,8 @@ LOCK_FILE = ".run.lock"
 RUN_ARTIFACTS = ("config.json", "config.yaml", "train_log.jsonl", "train.log", "summary.json", "checkpoints", "model")
 # Fields that never change what a run computes: where it logs, how often, on which device it resumes.
 NEUTRAL_FIELDS = frozenset({"output_dir", "resume", "overwrite", "allow_config_change", "log_every", "save_every",
-                            "tensorboard", "cache_dir", "device"})
+                            "tensorboard", "cache_dir", "device",
+                            "probe_every", "probe_sentences", "probe_data"})  # they observe, never change, the run
 
 
 class RunDirectoryError(ValueError):

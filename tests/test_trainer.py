@@ -95,6 +95,31 @@ def test_killed_run_resumes_with_the_same_loss_sequence(tmp_path, teacher_dir, c
     assert [r["loss"] for r in read_jsonl(log_path)] == expected
 
 
+def test_retrieval_probe_logs_a_curve_without_changing_training(tmp_path, teacher_dir, cc100_dir, data_dir):
+    plain, probed = tmp_path / "plain", tmp_path / "probed"
+    assert _distill(_args(teacher_dir, cc100_dir, plain, steps=8)).returncode == 0
+    result = _distill(_args(teacher_dir, cc100_dir, probed, steps=8,
+                            extra=["--probe-every", "4", "--probe-sentences", "20", "--probe-data", str(data_dir)]))
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = read_jsonl(probed / "train_log.jsonl")
+    probes = [(r["step"], r["model"]) for r in log if r.get("probe") == "retrieval"]
+    assert probes == [(0, "teacher"), (0, "student"), (4, "student"), (8, "student")]
+    first = next(r for r in log if r.get("probe"))
+    assert set(first["languages"]) == {"sw"} and first["sentences"] == 20  # sw is the run's only XNLI language
+    # probing embeds in eval mode without gradients or random numbers: the same losses and weights
+    assert ([r["loss"] for r in log if "loss" in r] == [r["loss"] for r in read_jsonl(plain / "train_log.jsonl")])
+    a = XLMRobertaForMaskedLM.from_pretrained(plain / "model").state_dict()
+    b = XLMRobertaForMaskedLM.from_pretrained(probed / "model").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # the report's curve reads exactly these records
+    from eval.report import curve_chart, probe_curve
+
+    curve = probe_curve(probed / "train_log.jsonl")
+    assert [p["step"] for p in curve["student"]] == [0, 4, 8] and curve["teacher"] == first["average"]
+    curve_chart(curve, tmp_path / "curve.png")
+    assert (tmp_path / "curve.png").stat().st_size > 1000
+
+
 @pytest.mark.slow
 def test_torchrun_two_processes_stay_in_sync(tmp_path, teacher_dir, cc100_dir):
     out = tmp_path / "ddp"
