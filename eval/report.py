@@ -85,6 +85,11 @@ def provenance(model_dir: str) -> list[str]:
         if record.get("weight_bits"):
             notes.append(f"converted from {Path(record['source']).name}: **{record['weight_bits']}-bit weights** "
                          f"({record.get('weight_format', 'quantised')})")
+    trimmed = directory / "trim_report.json"
+    if trimmed.is_file():
+        record = json.loads(trimmed.read_text())
+        notes.append(f"vocabulary trimmed to {record['vocabulary_after']:,} of {record['vocabulary_before']:,} pieces "
+                     f"({record['vocabulary_share']:.1f}%) for {' '.join(record['languages'])} (mminilm.trim_vocab)")
     distillation = directory / DISTILLATION_FILE
     if distillation.is_file():
         record = json.loads(distillation.read_text())

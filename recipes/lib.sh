@@ -17,7 +17,7 @@ KNOWN_KNOBS="PRESET OUTPUT TEACHER CORPUS LANGUAGES ALPHA METHOD RELATIONS TEACH
   SAVE_EVERY SEED NPROC DEVICE PRECISION EVAL EVAL_TASKS EVAL_DATA EVAL_TEACHER EVAL_LR EVAL_BATCH XNLI_PROTOCOL
   XNLI_ENGLISH_TRAIN XNLI_EPOCHS XNLI_MAX_TRAIN XNLI_MAX_EVAL XNLI_TRAIN_FILE XNLI_DEV_FILE XNLI_TEST_FILE MLQA_DIR
   MLQA_EPOCHS MLQA_MAX_TRAIN MLQA_MAX_EVAL MLQA_MAX_LENGTH MLQA_STRIDE RETRIEVAL_SENTENCES PROBE_EVERY
-  PROBE_SENTENCES VOCAB_SIZE TOKENIZER_LINES TEACHER_LAYERS
+  PROBE_SENTENCES TRIM_VOCAB TRIM_COVERAGE VOCAB_SIZE TOKENIZER_LINES TEACHER_LAYERS
   TEACHER_HIDDEN TEACHER_HEADS TEACHER_STEPS TEACHER_LR"
 
 # parse_knobs "$@": --preset tiny -> PRESET=tiny, --steps 10 -> STEPS=10, --help -> usage.
@@ -145,6 +145,8 @@ apply_default_knobs() {
   : "${MLQA_MAX_LENGTH:=384}"
   : "${MLQA_STRIDE:=128}"
   : "${EVAL_TEACHER:=1}"
+  : "${TRIM_VOCAB:=0}"            # 1 = trim the teacher's vocabulary to LANGUAGES first (mminilm.trim_vocab)
+  : "${TRIM_COVERAGE:=0.9999}"    # per-language share of corpus tokens the kept pieces cover
   : "${RETRIEVAL_SENTENCES:=1000}"
   # retrieval top-1 in train_log.jsonl every N steps (on when the evaluation data is there; 0 = off)
   : "${PROBE_EVERY:=$([[ -n "${EVAL_DATA}" ]] && echo 1000 || echo 0)}"
@@ -233,7 +235,15 @@ evaluate() {
 # resolve_teacher OUT_DIR -> the teacher model dir ('tiny' pretrains one under OUT_DIR/teacher;
 # anything else was located, and converted once if needed, by check_inputs)
 resolve_teacher() {
-  if [[ "${TEACHER}" == "tiny" ]]; then pretrain_tiny_teacher "$1/teacher"; else echo "${TEACHER_DIR}"; fi
+  local teacher
+  if [[ "${TEACHER}" == "tiny" ]]; then teacher="$(pretrain_tiny_teacher "$1/teacher")"; else teacher="${TEACHER_DIR}"; fi
+  if [[ "${TRIM_VOCAB}" == "1" ]]; then
+    log "trimming the teacher's vocabulary to ${LANGUAGES} (coverage ${TRIM_COVERAGE}) in $1/teacher-trimmed"
+    "${PYTHON}" -m mminilm.trim_vocab --model "${teacher}" --corpus "${CORPUS}" --languages ${LANGUAGES} \
+      --coverage "${TRIM_COVERAGE}" --eval-data "${EVAL_DATA}" --output-dir "$1/teacher-trimmed" --reuse >/dev/null || exit $?
+    teacher="$1/teacher-trimmed"
+  fi
+  echo "${teacher}"
 }
 
 # evaluate_and_report STUDENT_DIR TEACHER_DIR: transfer eval of both, then OUTPUT/report.md
