@@ -1,10 +1,22 @@
-"""`python -m corpora stats DIR`: the table to check before a week-long distillation run."""
+"""`python -m corpora stats|binarize|contamination`: what to check before a week-long distillation run.
+
+- stats DIR: per-language sizes, sampling probabilities, token shares, unreadable text.
+- binarize DIR: tokenize once into token files for multi-epoch runs.
+- contamination DIR: evaluation text (XNLI, MLQA) found in the corpus, by n-gram overlap.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
+
+from mminilm.atomic import atomic_write_file
+
+from .contamination import DEFAULT_N, EVALUATION_SETS, contamination_report
+from .contamination import format_markdown as contamination_markdown
 
 from .index import corpus_scan
 from .sampler import smoothed_probabilities
@@ -54,7 +66,17 @@ def main(argv: list[str] | None = None) -> int:
     binarize.add_argument("--tokenizer", required=True, help="tokenizer dir or model dir (the teacher's)")
     binarize.add_argument("--output", required=True, help="output dir for {lang}.bin and binarized.json")
     binarize.add_argument("--languages", nargs="+", default=None)
+    contamination = sub.add_parser("contamination", help="n-gram overlap between the corpus and XNLI/MLQA text")
+    contamination.add_argument("corpus_dir")
+    contamination.add_argument("--languages", nargs="+", default=None, help="default: every language in the corpus")
+    contamination.add_argument("--against", nargs="+", default=list(EVALUATION_SETS), choices=EVALUATION_SETS)
+    contamination.add_argument("--n", type=int, default=DEFAULT_N,
+                               help="words per n-gram (x2 for Chinese characters, x4 for other character-segmented text)")
+    contamination.add_argument("--data-dir", default=None, help="shared data folder (default: $MMINILM_DATA)")
+    contamination.add_argument("--output-dir", default=None, help="also write contamination.json and contamination.md")
     args = parser.parse_args(argv)
+    if args.command == "contamination":
+        return _contamination(args)
     if args.command == "binarize":
         from transformers import AutoTokenizer
 
@@ -73,6 +95,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(json.dumps(rows, indent=1) if args.json else format_markdown(rows, args.alpha))
+    return 0
+
+
+def _contamination(args: argparse.Namespace) -> int:
+    data_dir = args.data_dir or os.environ.get("MMINILM_DATA")
+    try:
+        if not data_dir:
+            raise FileNotFoundError("no evaluation data: pass --data-dir or set MMINILM_DATA (the shared data folder)")
+        report = contamination_report(args.corpus_dir, args.languages, data_dir, args.against, args.n)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    markdown = contamination_markdown(report)
+    if args.output_dir:
+        out = Path(args.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_file(out / "contamination.json",
+                          lambda tmp: tmp.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n"))
+        atomic_write_file(out / "contamination.md", lambda tmp: tmp.write_text(markdown))
+    print(markdown)
     return 0
 
 

@@ -1,9 +1,11 @@
 """`python -m eval.report OUT_STUDENT [--teacher OUT_TEACHER]`: the per-language verdict on a student.
 
-Reads the `xnli/report.json` and `mlqa/report.json` that `eval.xnli` / `eval.mlqa` wrote in each
+Reads the `{task}/report.json` that `eval.xnli`, `eval.mlqa` and `eval.retrieval` wrote in each
 output dir and writes, into OUT_STUDENT: `report.md` (a table per task: language, student,
-teacher, retention %, and the average), `report.json`, one PNG bar chart per task, and the
-model sizes with the student's measured speed-up over the teacher on the same inputs.
+teacher, retention %, and the average), `report.json`, one PNG bar chart per task, the model
+sizes with the student's measured speed-up over the teacher on the same inputs, and optionally
+the retrieval curve logged during distillation (`--train-log`) and the corpus contamination
+summary (`--contamination`).
 """
 
 from __future__ import annotations
@@ -234,7 +236,8 @@ def _speed_sentences() -> list[str]:
 
 
 def write_report(student_dir: str | os.PathLike, teacher_dir: str | os.PathLike | None = None,
-                 measure_speed: bool = True, speed_repeats: int = 5, train_log: str | os.PathLike | None = None) -> Path:
+                 measure_speed: bool = True, speed_repeats: int = 5, train_log: str | os.PathLike | None = None,
+                 contamination: str | os.PathLike | None = None) -> Path:
     student_out = Path(student_dir)
     teacher_out = Path(teacher_dir) if teacher_dir else None
     report: dict[str, Any] = {"student_dir": str(student_out), "teacher_dir": str(teacher_out) if teacher_out else None,
@@ -282,6 +285,14 @@ def write_report(student_dir: str | os.PathLike, teacher_dir: str | os.PathLike 
                      "![retrieval curve](retrieval_curve.png)", ""]
     if not report["tasks"]:
         raise FileNotFoundError(f"{student_out} has neither xnli/report.json nor mlqa/report.json: run eval.xnli / eval.mlqa first")
+    if contamination:
+        path = Path(contamination)
+        if not path.is_file():
+            raise ReportError(f"--contamination {path} does not exist (write it with python -m corpora contamination "
+                              f"CORPUS --output-dir DIR)")
+        summary = json.loads(path.read_text())["summary"]
+        report["contamination"] = summary
+        sections[2:2] = [f"{summary} Details: {path.with_suffix('.md')}.", ""]
     notes = [f"- {role}: {note}" for role in ("teacher", "student") if role in model_dirs
              for note in provenance(model_dirs[role])]
     report["provenance"] = notes
@@ -325,10 +336,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--speed-repeats", type=int, default=5)
     parser.add_argument("--train-log", default=None,
                         help="the student's distillation train_log.jsonl: plots its --probe-every retrieval curve")
+    parser.add_argument("--contamination", default=None,
+                        help="contamination.json of python -m corpora contamination: its summary line goes on top")
     args = parser.parse_args(argv)
     try:
         path = write_report(args.student_dir, args.teacher, measure_speed=not args.no_speed,
-                            speed_repeats=args.speed_repeats, train_log=args.train_log)
+                            speed_repeats=args.speed_repeats, train_log=args.train_log,
+                            contamination=args.contamination)
     except (FileNotFoundError, ReportError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

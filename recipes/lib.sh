@@ -258,7 +258,13 @@ evaluate_and_report() {
   fi
   local curve=()
   [[ -f "$(dirname "${student}")/train_log.jsonl" ]] && curve=(--train-log "$(dirname "${student}")/train_log.jsonl")
-  "${PYTHON}" -m eval.report "${OUTPUT}/eval/student" "${teacher_flag[@]}" "${curve[@]}" >/dev/null
+  if [[ ! -f "${OUTPUT}/contamination/contamination.json" ]]; then
+    log "checking ${CORPUS} for XNLI/MLQA text"
+    "${PYTHON}" -m corpora contamination "${CORPUS}" --languages ${LANGUAGES} --data-dir "${EVAL_DATA}" \
+      --output-dir "${OUTPUT}/contamination" >/dev/null
+  fi
+  "${PYTHON}" -m eval.report "${OUTPUT}/eval/student" "${teacher_flag[@]}" "${curve[@]}" \
+    --contamination "${OUTPUT}/contamination/contamination.json" >/dev/null
   cp "${OUTPUT}/eval/student/report.md" "${OUTPUT}/report.md"
   log "report: ${OUTPUT}/report.md"
 }
