@@ -27,11 +27,22 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
+def cpu_has_native_bf16() -> bool:
+    """True on CPUs with AMX tiles (bf16 matrix units); torch exposes the check only privately."""
+    check = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    try:
+        return bool(check()) if check is not None else False
+    except RuntimeError:
+        return False
+
+
 def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
     """The autocast dtype for `precision` on `device`, or None for plain fp32.
 
-    "auto" means bf16 where the hardware has it (CUDA with bf16 support), fp32 elsewhere: CPU
-    bf16 autocast is slower than fp32 on most CPUs without AMX, so it is opt-in there.
+    "auto" means bf16 where the hardware computes it natively: CUDA with bf16 support, and CPUs
+    with AMX tiles (Intel Sapphire Rapids and later), where oneDNN's bf16 matmuls made a
+    teacher-forward + student-step 2.7x faster than fp32 on this project's 2-core machine. On other
+    CPUs bf16 is emulated and slower than fp32, so "auto" stays fp32 there (`bf16` forces it).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
@@ -39,6 +50,8 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype
         return None
     if precision == "auto":
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        if device.type == "cpu" and cpu_has_native_bf16():
             return torch.bfloat16
         return None
     if precision == "fp16" and device.type == "cpu":
