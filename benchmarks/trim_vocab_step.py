@@ -27,13 +27,14 @@ REPO = Path(__file__).resolve().parents[1]
 WARMUP = 2
 
 
-def run_once(teacher: str, corpus: str, steps: int, student_layers: int, batch: int, length: int) -> dict:
+def run_once(teacher: str, corpus: str, steps: int, student_layers: int, batch: int, length: int, precision: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         command = [sys.executable, "-m", "mminilm.distill", "--teacher", teacher, "--corpus", corpus,
                    "--output-dir", f"{tmp}/run", "--student-layers", str(student_layers), "--student-hidden", "384",
                    "--student-heads", "12", "--student-init", "teacher", "--max-length", str(length),
                    "--batch-size", str(batch), "--steps", str(steps), "--warmup-steps", "1", "--lr", "1e-4",
-                   "--save-every", str(steps), "--log-every", "1", "--no-tensorboard", "--device", "cpu"]
+                   "--save-every", str(steps), "--log-every", "1", "--no-tensorboard", "--device", "cpu",
+                   "--precision", precision]
         started = time.time()
         process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _, status, usage = os.wait4(process.pid, 0)  # this child's own resource usage, peak RSS included
@@ -59,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--student-layers", type=int, default=6)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--precision", default="auto", help="the trainer's --precision (auto: bf16 on AMX CPUs)")
     parser.add_argument("--output", default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
     corpus = args.corpus or str(Path(os.environ.get("MMINILM_DATA", "")) / "cc100_sample")
@@ -66,13 +68,14 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[str, list[dict]] = {name: [] for name in variants}
     for _ in range(args.rounds):
         for name, teacher in variants.items():
-            runs[name].append(run_once(teacher, corpus, args.steps, args.student_layers, args.batch_size, args.max_length))
+            runs[name].append(run_once(teacher, corpus, args.steps, args.student_layers, args.batch_size, args.max_length,
+                                       args.precision))
     result = {
         "benchmark": "distillation step, MiniLM, teacher-initialised student, with vs without vocabulary trimming",
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
                     "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")},
         "shape": {"student_layers": args.student_layers, "batch_size": args.batch_size, "max_length": args.max_length,
-                  "steps": args.steps, "rounds": args.rounds},
+                  "steps": args.steps, "rounds": args.rounds, "precision": args.precision},
         "variants": {name: {"median_step_s": statistics.median(r["step_s"] for r in rs),
                             "peak_rss_mb": statistics.median(r["peak_rss_mb"] for r in rs),
                             "student_parameters": rs[0]["parameters"], "runs": rs} for name, rs in runs.items()},

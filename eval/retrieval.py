@@ -21,6 +21,7 @@ row/id, the retrieved row/id in each direction), from which `rescore` recomputes
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -36,7 +37,7 @@ from mminilm.device import PRECISIONS, autocast_context, resolve_device
 from mminilm.languages import MLQA_LANGUAGES, XNLI_LANGUAGES
 from mminilm.models import load_pretrained
 
-from .data import data_root, load_nli_tsv
+from .data import NliExamples, data_root, load_nli_tsv
 from .finetune import HelpFormatter, trim_padding
 
 SOURCES = {"xnli": "retrieval", "mlqa": "retrieval-mlqa"}  # sentence source -> task (output folder)
@@ -59,10 +60,16 @@ class AlignedSentences:
         return AlignedSentences(self.english[:count], self.other[:count], self.ids[:count]) if count else self
 
 
+@functools.lru_cache(maxsize=32)
+def _xnli_test(path: Path) -> NliExamples:
+    """One XNLI test file, read once per process (English is paired with every language)."""
+    return load_nli_tsv(path)
+
+
 def xnli_premises(root: Path, language: str) -> AlignedSentences:
     """Distinct aligned XNLI test premises: rows where neither side repeats an earlier premise."""
-    english = load_nli_tsv(root / "xnli" / "test" / f"{PIVOT}.tsv")
-    other = load_nli_tsv(root / "xnli" / "test" / f"{language}.tsv")
+    english = _xnli_test(Path(root) / "xnli" / "test" / f"{PIVOT}.tsv")
+    other = _xnli_test(Path(root) / "xnli" / "test" / f"{language}.tsv")
     if len(english) != len(other):
         raise ValueError(f"xnli/test/{language}.tsv has {len(other)} rows and {PIVOT}.tsv {len(english)}: "
                          f"retrieval needs the aligned XNLI test files")

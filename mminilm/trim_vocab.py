@@ -75,7 +75,22 @@ def _lines(path: Path, max_lines: int) -> Iterable[str]:
 
 
 def count_pieces(tokenizer, files: dict[str, list[Path]], max_lines: int = 0, batch: int = 1000) -> dict[str, Counter]:
-    """Token-id frequencies per language over its corpus files (no special tokens)."""
+    """Token-id frequencies per language over its corpus files (no special tokens).
+
+    Corpus lines are counted whole: a line longer than the model's window is fine here, so the
+    tokenizer's "sequence longer than model_max_length" warning is silenced for the count.
+    """
+    import transformers
+
+    previous = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    try:
+        return _count(tokenizer, files, max_lines, batch)
+    finally:
+        transformers.logging.set_verbosity(previous)
+
+
+def _count(tokenizer, files: dict[str, list[Path]], max_lines: int, batch: int) -> dict[str, Counter]:
     counts: dict[str, Counter] = {}
     for lang, paths in files.items():
         counter: Counter = Counter()
