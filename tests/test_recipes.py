@@ -19,7 +19,7 @@ SHORT = {
     "TEACHER_STEPS": "30", "STUDENT_HIDDEN": "32", "STUDENT_LAYERS": "1", "STEPS": "30", "MAX_LENGTH": "64",
     "BATCH_SIZE": "8", "SAVE_EVERY": "10", "WARMUP": "3", "XNLI_MAX_TRAIN": "96", "XNLI_MAX_EVAL": "24", "XNLI_EPOCHS": "1",
     "MLQA_MAX_TRAIN": "48", "MLQA_MAX_EVAL": "12", "MLQA_EPOCHS": "1", "MLQA_MAX_LENGTH": "128", "MLQA_STRIDE": "32",
-    "OMP_NUM_THREADS": "2",
+    "RETRIEVAL_SENTENCES": "40", "PROBE_EVERY": "10", "PROBE_SENTENCES": "20", "OMP_NUM_THREADS": "2",
 }
 
 
@@ -39,14 +39,20 @@ def test_tiny_preset_end_to_end(tmp_path, data_dir):
     student_config = json.loads((run / "student" / "model" / "config.json").read_text())
     assert (student_config["num_hidden_layers"], student_config["hidden_size"]) == (1, 32)
     for log in (run / "teacher" / "train_log.jsonl", run / "student" / "train_log.jsonl"):
-        losses = [r["loss"] for r in read_jsonl(log)]
+        losses = [r["loss"] for r in read_jsonl(log) if "loss" in r]
         assert len(losses) == 3 and losses[-1] < losses[0], (log, losses)  # log every 10 of 30 steps
+    probes = [(r["step"], r["model"]) for r in read_jsonl(run / "student" / "train_log.jsonl") if r.get("probe")]
+    assert probes == [(0, "teacher"), (0, "student"), (10, "student"), (20, "student"), (30, "student")]
     report = json.loads((run / "eval" / "student" / "report.json").read_text())
-    assert set(report["tasks"]) == {"xnli", "mlqa"}
+    assert set(report["tasks"]) == {"retrieval", "retrieval-mlqa", "xnli", "mlqa"}
     assert len(report["tasks"]["xnli"]["rows"]) == 16 and len(report["tasks"]["mlqa"]["rows"]) == 8
+    assert len(report["tasks"]["retrieval"]["rows"]) == 15  # 14 languages paired with English + the average
     assert all("teacher" in row and "retention" in row for row in report["tasks"]["xnli"]["rows"])
-    assert (run / "report.md").read_text().count("| **average** |") == 2
-    assert (run / "eval" / "student" / "xnli.png").is_file() and (run / "eval" / "student" / "mlqa.png").is_file()
+    markdown = (run / "report.md").read_text()
+    assert markdown.count("| **average** |") == 4
+    assert "Retention during distillation" in markdown and "Contamination (13-word overlap" in markdown
+    for chart in ("xnli.png", "mlqa.png", "retrieval.png", "retrieval_curve.png"):
+        assert (run / "eval" / "student" / chart).is_file(), chart
     summary = json.loads((run / "recipe_summary.json").read_text())
     assert summary["student"].endswith("student/model")
     # a second run finds everything done and only rewrites the report
@@ -106,6 +112,7 @@ def test_ablation_smoke_all_variants_one_seed(tmp_path, data_dir):
         assert 0 <= row["average"]["mean"] <= 100
         assert row["seeds"] == (["seed1", "seed2"] if row["variant"] == "attention" else ["seed1"])
         assert row["retention"]["mean"] > 0
+        assert 0 <= row["retrieval"]["mean"] <= 100  # the cheap signal, same sentences as the teacher's
     markdown = (tmp_path / "ablation" / "ablation.md").read_text()
     assert "| MiniLM via teacher assistant |" in markdown and "| teacher |" in markdown
     assert (tmp_path / "ablation" / "ablation.png").stat().st_size > 1000
