@@ -268,7 +268,8 @@ def write_report(student_dir: str | os.PathLike, teacher_dir: str | os.PathLike 
         warnings = chance_warnings(rows, task)
         report["tasks"][task]["warnings"] = warnings
         if task.startswith("retrieval"):
-            protocol += f"; layer {student['layer']} (student)" + (f", {teacher['layer']} (teacher)" if teacher else "")
+            protocol += (f"; layer {student['layer']} of {student['layers']} (student)"
+                         + (f", {teacher['layer']} of {teacher['layers']} (teacher)" if teacher else ""))
         sections += [f"## {TASK_TITLE[task]} ({protocol})", "", *[w + "\n" for w in warnings], markdown_table(rows, task), "",
                      f"![{task}]({chart.name})", ""]
     curve = probe_curve(Path(train_log)) if train_log else None

@@ -255,8 +255,9 @@ def run_retrieval(config: RetrievalConfig) -> dict[str, dict]:
                             for pair_id, f, b in zip(pairs.ids, forward, backward))
             atomic_write_file(out / "predictions" / f"{lang}.jsonl", lambda tmp, text=lines: tmp.write_text(text))
         report = {
-            "task": task, "model": str(model_dir), "protocol": f"{source} sentences, en<->xx top-1, "
-            f"mean-pooled layer {reported_layer} of {model.config.num_hidden_layers}, cosine",
+            # the protocol names what must match between two models to compare them; the layer may differ
+            "task": task, "model": str(model_dir), "protocol": f"{source} sentences, en<->xx top-1, mean pooling, cosine",
+            "layers": model.config.num_hidden_layers,
             "source": source, "layer": reported_layer, "languages": results,
             "average": sum(r["accuracy"] for r in results.values()) / len(results),
             "by_layer": {layer: {"average": sum(s.values()) / len(s), "languages": s} for layer, s in by_layer.items()},

@@ -71,8 +71,8 @@ def test_teacher_retrieves_translations_and_a_random_encoder_does_not(tmp_path, 
     for task, report in reports.items():
         assert rescore(tmp_path / "teacher" / task) == pytest.approx({k: v["accuracy"] for k, v in report["languages"].items()})
 
-    random_dir = tmp_path / "random"
-    AutoModel.from_config(AutoConfig.from_pretrained(e5_dir)).save_pretrained(random_dir)
+    random_dir = tmp_path / "random"  # a 2-layer student-shaped encoder: its last layer is layer 2, the teacher's 12
+    AutoModel.from_config(AutoConfig.from_pretrained(e5_dir, num_hidden_layers=2)).save_pretrained(random_dir)
     for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
         if (e5_dir / name).is_file():
             (random_dir / name).write_bytes((e5_dir / name).read_bytes())
@@ -85,6 +85,7 @@ def test_teacher_retrieves_translations_and_a_random_encoder_does_not(tmp_path, 
     write_report(tmp_path / "random_out", tmp_path / "teacher", measure_speed=False)
     text = (tmp_path / "random_out" / "report.md").read_text()
     assert "retrieval, XNLI test premises" in text and (tmp_path / "random_out" / "retrieval.png").is_file()
+    assert "layer 2 of 2 (student), 12 of 12 (teacher)" in text
     run_retrieval(RetrievalConfig(model=str(random_dir), output_dir=str(tmp_path / "fewer"), languages=["de"],
                                   sources=["xnli"], max_sentences=30, data_dir=str(data_dir)))
     with pytest.raises(ReportError, match="not the same ones"):
