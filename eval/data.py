@@ -35,6 +35,14 @@ def data_root(explicit: str | os.PathLike | None = None) -> Path:
     return root
 
 
+def require_model_dir(value: str | os.PathLike) -> Path:
+    """`--model` as a Path, or a clear error before any data is read when it is not a transformers model dir."""
+    model_dir = Path(value)
+    if not (model_dir / "config.json").is_file():
+        raise FileNotFoundError(f"--model {model_dir} is not a transformers model dir (no config.json)")
+    return model_dir
+
+
 @dataclass
 class NliExamples:
     """Premise/hypothesis/label columns plus each row's index in its source file."""

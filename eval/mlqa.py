@@ -29,7 +29,7 @@ from mminilm.models import load_pretrained
 
 from mminilm.languages import MLQA_LANGUAGES
 
-from .data import data_root, flatten_squad, load_squad
+from .data import data_root, flatten_squad, load_squad, require_model_dir
 from .finetune import FinetuneSettings, HelpFormatter, add_finetune_arguments, batched_forward, finetune, seed_everything
 from .mlqa_scoring import evaluate
 
@@ -152,9 +152,7 @@ def run_mlqa(config: MlqaConfig) -> dict:
     unknown = sorted(set(config.languages) - set(MLQA_LANGUAGES))
     if unknown:
         raise ValueError(f"--languages {unknown} are not MLQA languages ({' '.join(MLQA_LANGUAGES)})")
-    model_dir = Path(config.model)
-    if not (model_dir / "config.json").is_file():
-        raise FileNotFoundError(f"--model {model_dir} is not a transformers model dir (no config.json)")
+    model_dir = require_model_dir(config.model)
     check_window(config.max_length, config.doc_stride, config.max_query_length)
     train_files = config.train_files or [str(p) for p in sorted((data_root(config.data_dir) / "qa_train_en").glob("*.json"))]
     if not train_files:

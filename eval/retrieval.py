@@ -37,7 +37,7 @@ from mminilm.device import PRECISIONS, autocast_context, resolve_device
 from mminilm.languages import MLQA_LANGUAGES, XNLI_LANGUAGES
 from mminilm.models import load_pretrained
 
-from .data import NliExamples, data_root, load_nli_tsv
+from .data import NliExamples, data_root, flatten_squad, load_nli_tsv, load_squad, require_model_dir
 from .finetune import HelpFormatter, trim_padding
 
 SOURCES = {"xnli": "retrieval", "mlqa": "retrieval-mlqa"}  # sentence source -> task (output folder)
@@ -87,13 +87,9 @@ def xnli_premises(root: Path, language: str) -> AlignedSentences:
 
 
 def _mlqa_questions(path: Path) -> dict[str, str]:
-    if not path.is_file():
-        raise FileNotFoundError(f"MLQA file {path} does not exist")
-    questions = {}
-    for article in json.loads(path.read_text(encoding="utf-8"))["data"]:
-        for paragraph in article["paragraphs"]:
-            for qa in paragraph["qas"]:
-                questions.setdefault(qa["id"], qa["question"].strip())
+    questions: dict[str, str] = {}
+    for record in flatten_squad(load_squad(path)):
+        questions.setdefault(record["id"], record["question"].strip())
     return questions
 
 
@@ -158,12 +154,16 @@ def nearest(queries: torch.Tensor, candidates: torch.Tensor) -> list[int]:
     return (queries @ candidates.T).argmax(dim=1).tolist()
 
 
+def scores(forward: Sequence, backward: Sequence, gold: Sequence) -> dict[str, float]:
+    """Top-1 accuracy (%) per direction and their mean: a pair is right when it retrieves itself."""
+    en_to_xx = 100.0 * sum(p == g for p, g in zip(forward, gold)) / max(1, len(gold))
+    xx_to_en = 100.0 * sum(p == g for p, g in zip(backward, gold)) / max(1, len(gold))
+    return {"accuracy": (en_to_xx + xx_to_en) / 2, "en_to_xx": en_to_xx, "xx_to_en": xx_to_en}
+
+
 def top1_scores(english: torch.Tensor, other: torch.Tensor) -> dict[str, float]:
     """Top-1 accuracy (%) in both directions and their mean, for row-aligned embeddings."""
-    gold = list(range(len(english)))
-    en_to_xx = 100.0 * sum(p == g for p, g in zip(nearest(english, other), gold)) / max(1, len(gold))
-    xx_to_en = 100.0 * sum(p == g for p, g in zip(nearest(other, english), gold)) / max(1, len(gold))
-    return {"accuracy": (en_to_xx + xx_to_en) / 2, "en_to_xx": en_to_xx, "xx_to_en": xx_to_en}
+    return scores(nearest(english, other), nearest(other, english), range(len(english)))
 
 
 class RetrievalProbe:
@@ -221,9 +221,7 @@ def run_retrieval(config: RetrievalConfig) -> dict[str, dict]:
     unknown = sorted(set(config.sources) - set(SOURCES))
     if unknown:
         raise ValueError(f"--sources {unknown}: expected some of {', '.join(SOURCES)}")
-    model_dir = Path(config.model)
-    if not (model_dir / "config.json").is_file():
-        raise FileNotFoundError(f"--model {model_dir} is not a transformers model dir (no config.json)")
+    model_dir = require_model_dir(config.model)
     root = data_root(config.data_dir)
     device = resolve_device(config.device)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
@@ -246,10 +244,10 @@ def run_retrieval(config: RetrievalConfig) -> dict[str, dict]:
                             config.max_length, config.precision)
             english, other = vectors[:, : len(pairs)], vectors[:, len(pairs):]
             for slot, layer in enumerate(layers):
-                by_layer[str(layer)][lang] = top1_scores(english[slot], other[slot])["accuracy"]
-            slot = layers.index(reported_layer)
-            forward, backward = nearest(english[slot], other[slot]), nearest(other[slot], english[slot])
-            results[lang] = {**top1_scores(english[slot], other[slot]), "n": len(pairs)}
+                forward, backward = nearest(english[slot], other[slot]), nearest(other[slot], english[slot])
+                by_layer[str(layer)][lang] = scores(forward, backward, range(len(pairs)))["accuracy"]
+                if layer == reported_layer:  # the last slot: its retrievals are the predictions written below
+                    results[lang] = {**scores(forward, backward, range(len(pairs))), "n": len(pairs)}
             lines = "".join(json.dumps({"index": pair_id, "en_to_xx": pairs.ids[f], "xx_to_en": pairs.ids[b]},
                                        ensure_ascii=False) + "\n"
                             for pair_id, f, b in zip(pairs.ids, forward, backward))
@@ -273,13 +271,12 @@ def run_retrieval(config: RetrievalConfig) -> dict[str, dict]:
 
 def rescore(task_dir: str | Path) -> dict[str, float]:
     """Each language's accuracy recomputed from its prediction file alone (a pair is right when it retrieves itself)."""
-    scores = {}
+    accuracy = {}
     for path in sorted((Path(task_dir) / "predictions").glob("*.jsonl")):
         rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-        en_to_xx = sum(r["en_to_xx"] == r["index"] for r in rows) / len(rows)
-        xx_to_en = sum(r["xx_to_en"] == r["index"] for r in rows) / len(rows)
-        scores[path.stem] = 100.0 * (en_to_xx + xx_to_en) / 2
-    return scores
+        accuracy[path.stem] = scores([r["en_to_xx"] for r in rows], [r["xx_to_en"] for r in rows],
+                                     [r["index"] for r in rows])["accuracy"]
+    return accuracy
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,7 +33,7 @@ from mminilm.models import load_pretrained
 
 from mminilm.languages import XNLI_LANGUAGES
 
-from .data import NLI_LABELS, XNLI_DEV_SPLIT, NliExamples, data_root, load_nli_tsv
+from .data import NLI_LABELS, XNLI_DEV_SPLIT, NliExamples, data_root, load_nli_tsv, require_model_dir
 from .finetune import FinetuneSettings, HelpFormatter, add_finetune_arguments, batched_forward, finetune, seed_everything
 
 
@@ -143,9 +143,7 @@ def run_xnli(config: XnliConfig) -> dict:
     unknown = sorted(set(config.languages) - set(XNLI_LANGUAGES))
     if unknown:
         raise ValueError(f"--languages {unknown} are not XNLI languages ({' '.join(XNLI_LANGUAGES)})")
-    model_dir = Path(config.model)
-    if not (model_dir / "config.json").is_file():
-        raise FileNotFoundError(f"--model {model_dir} is not a transformers model dir (no config.json)")
+    model_dir = require_model_dir(config.model)
     train, dev, tests = load_splits(config)
     if config.max_train_examples:
         train = train.select(0, config.max_train_examples)
