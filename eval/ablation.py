@@ -137,6 +137,8 @@ def _chart(data: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from .report import save_figure
+
     rows = data["rows"]
     names = [r["variant"] for r in rows]
     fig, ax = plt.subplots(figsize=(7, 3.8))
@@ -148,9 +150,7 @@ def _chart(data: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("XNLI average accuracy (%)")
     ax.set_title("Ablation: zero-shot XNLI at equal steps")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mminilm.atomic import atomic_write_file
+from mminilm.run_logging import read_jsonl
 from mminilm.student import DISTILLATION_FILE
 
 TASK_METRIC = {"xnli": ("accuracy", "accuracy (%)"), "mlqa": ("f1", "F1"),
@@ -164,6 +165,15 @@ def markdown_table(rows: list[dict[str, Any]], task: str) -> str:
     return "\n".join(lines)
 
 
+def save_figure(fig, path: Path) -> None:
+    """Write a PNG atomically (a reader never sees half a chart) and free the figure."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    atomic_write_file(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+
+
 def bar_chart(rows: list[dict[str, Any]], task: str, path: Path, title: str) -> None:
     import matplotlib
 
@@ -183,19 +193,14 @@ def bar_chart(rows: list[dict[str, Any]], task: str, path: Path, title: str) -> 
     ax.set_ylabel(TASK_METRIC[task][1])
     ax.set_title(title)
     ax.legend()
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)
 
 
 def probe_curve(train_log: Path) -> dict[str, Any] | None:
     """The retrieval probe records of a distillation log (`--probe-every`): student per step, teacher at step 0."""
     if not train_log.is_file():
         raise ReportError(f"--train-log {train_log} does not exist (expected a distillation run's train_log.jsonl)")
-    records = [json.loads(line) for line in train_log.read_text().splitlines() if line.strip()]
-    probes = [r for r in records if r.get("probe") == "retrieval"]
+    probes = [r for r in read_jsonl(train_log) if r.get("probe") == "retrieval"]
     if not probes:
         return None
     student = [{"step": r["step"], "average": r["average"]} for r in probes if r["model"] == "student"]
@@ -219,11 +224,7 @@ def curve_chart(curve: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("en<->xx retrieval top-1 (%)")
     ax.set_title(f"Retention during distillation ({curve['sentences']} XNLI premises x {len(curve['languages'])} languages)")
     ax.legend()
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)
 
 
 def _speed_sentences() -> list[str]:
