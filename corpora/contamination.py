@@ -14,7 +14,6 @@ Evaluation texts shorter than n words cannot share an n-gram; they are counted a
 
 from __future__ import annotations
 
-import json
 import os
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -67,13 +66,14 @@ def ngrams(words: Sequence[str], n: int) -> Iterable[tuple[str, ...]]:
     return (tuple(words[i: i + n]) for i in range(len(words) - n + 1))
 
 
-def evaluation_texts(data_dir: Path, language: str, against: Sequence[str]) -> list[EvaluationText]:
-    """The evaluation texts of one language, each with where it comes from."""
-    from eval.data import load_nli_tsv
+def evaluation_texts(data_dir: Path, language: str, against: Sequence[str],
+                     xnli_splits: Sequence[str] = ("dev", "test")) -> list[EvaluationText]:
+    """The distinct evaluation texts of one language, each with where it comes from."""
+    from eval.data import flatten_squad, load_nli_tsv, load_squad
 
     texts: list[EvaluationText] = []
     if "xnli" in against:
-        for split in ("dev", "test"):
+        for split in xnli_splits:
             path = data_dir / "xnli" / split / f"{language}.tsv"
             if path.is_file():
                 examples = load_nli_tsv(path)
@@ -83,14 +83,13 @@ def evaluation_texts(data_dir: Path, language: str, against: Sequence[str]) -> l
     if "mlqa" in against:
         path = data_dir / "mlqa" / "dev" / f"dev-context-{language}-question-{language}.json"
         if path.is_file():
-            for article in json.loads(path.read_text(encoding="utf-8"))["data"]:
-                for paragraph in article["paragraphs"]:
-                    first_id = paragraph["qas"][0]["id"] if paragraph["qas"] else "?"
-                    texts.append(EvaluationText(f"{path.name}:{first_id}:context", paragraph["context"]))
-                    texts += [EvaluationText(f"{path.name}:{qa['id']}:question", qa["question"]) for qa in paragraph["qas"]]
+            for record in flatten_squad(load_squad(path)):  # a context is named by its first question's id
+                texts.append(EvaluationText(f"{path.name}:{record['id']}:context", record["context"]))
+                texts.append(EvaluationText(f"{path.name}:{record['id']}:question", record["question"]))
     unique: dict[str, EvaluationText] = {}
-    for item in texts:  # premises repeat once per hypothesis: check each distinct text once
-        unique.setdefault(item.text, item)
+    for item in texts:  # premises repeat once per hypothesis, contexts once per question: each text once
+        if item.text.strip():
+            unique.setdefault(item.text, item)
     return list(unique.values())
 
 

@@ -243,21 +243,10 @@ def trim_model_vocabulary(model: torch.nn.Module, kept: list[int]) -> torch.nn.M
 # ---------------------------------------------------------------- held-out check
 
 def heldout_sentences(data_dir: Path, language: str) -> list[str]:
-    """Distinct XNLI test premises and hypotheses, and MLQA dev questions and contexts, of one language."""
-    from eval.data import load_nli_tsv
+    """Distinct XNLI test premises and hypotheses, and MLQA dev contexts and questions, of one language."""
+    from corpora.contamination import evaluation_texts
 
-    texts: list[str] = []
-    xnli = data_dir / "xnli" / "test" / f"{language}.tsv"
-    if xnli.is_file():
-        examples = load_nli_tsv(xnli)
-        texts += examples.premises + examples.hypotheses
-    mlqa = data_dir / "mlqa" / "dev" / f"dev-context-{language}-question-{language}.json"
-    if mlqa.is_file():
-        for article in json.loads(mlqa.read_text(encoding="utf-8"))["data"]:
-            for paragraph in article["paragraphs"]:
-                texts.append(paragraph["context"])
-                texts += [qa["question"] for qa in paragraph["qas"]]
-    return list(dict.fromkeys(t for t in texts if t.strip()))
+    return [item.text for item in evaluation_texts(data_dir, language, ("xnli", "mlqa"), xnli_splits=("test",))]
 
 
 def compare_tokenization(original, trimmed, kept: list[int], sentences: list[str]) -> dict[str, Any]:
@@ -325,7 +314,8 @@ def trim(config: TrimConfig) -> dict[str, Any]:
     tokenizer = AutoTokenizer.from_pretrained(str(source))
     data = json.loads((source / TOKENIZER_FILE).read_text(encoding="utf-8"))
     vocab = [piece for piece, _ in data["model"]["vocab"]]
-    always = {i for i, piece in enumerate(vocab) if piece in set(tokenizer.all_special_tokens)}
+    specials = set(tokenizer.all_special_tokens)
+    always = {i for i, piece in enumerate(vocab) if piece in specials}
     always |= {token["id"] for token in data.get("added_tokens", [])}
     if config.keep_characters:
         always |= character_pieces(vocab)
