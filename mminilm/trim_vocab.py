@@ -19,6 +19,7 @@ piece; `trim_report.json` measures that on held-out XNLI/MLQA text per language.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -78,16 +79,23 @@ def count_pieces(tokenizer, files: dict[str, list[Path]], max_lines: int = 0, ba
     """Token-id frequencies per language over its corpus files (no special tokens).
 
     Corpus lines are counted whole: a line longer than the model's window is fine here, so the
-    tokenizer's "sequence longer than model_max_length" warning is silenced for the count.
+    window is lifted for the count (the tokenizer warns about "indexing errors" otherwise).
     """
-    import transformers
-
-    previous = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()
-    try:
+    with _whole_texts(tokenizer):
         return _count(tokenizer, files, max_lines, batch)
+
+
+@contextlib.contextmanager
+def _whole_texts(*tokenizers):
+    """Lift the tokenizers' model window while whole lines/contexts are tokenized (only counted, never run)."""
+    windows = [t.model_max_length for t in tokenizers]
+    for tokenizer in tokenizers:
+        tokenizer.model_max_length = sys.maxsize
+    try:
+        yield
     finally:
-        transformers.logging.set_verbosity(previous)
+        for tokenizer, window in zip(tokenizers, windows):
+            tokenizer.model_max_length = window
 
 
 def _count(tokenizer, files: dict[str, list[Path]], max_lines: int, batch: int) -> dict[str, Counter]:
@@ -252,8 +260,9 @@ def heldout_sentences(data_dir: Path, language: str) -> list[str]:
 def compare_tokenization(original, trimmed, kept: list[int], sentences: list[str]) -> dict[str, Any]:
     """How many sentences keep identical ids (after mapping), and why the others changed."""
     new_id = {old: new for new, old in enumerate(kept)}
-    before = original(sentences, add_special_tokens=False)["input_ids"] if sentences else []
-    after = trimmed(sentences, add_special_tokens=False)["input_ids"] if sentences else []
+    with _whole_texts(original, trimmed):
+        before = original(sentences, add_special_tokens=False)["input_ids"] if sentences else []
+        after = trimmed(sentences, add_special_tokens=False)["input_ids"] if sentences else []
     unk_before, unk_after = original.unk_token_id, trimmed.unk_token_id
     identical = explained = unexplained = new_unk = 0
     tokens_before = tokens_after = 0
