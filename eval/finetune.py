@@ -36,6 +36,10 @@ class FinetuneSettings:
     seed: int = 42
     precision: str = "auto"
     log_every: int = 10
+    # English-only updates move only the English rows of the word-embedding matrix, pulling them
+    # away from the other languages' rows that zero-shot transfer relies on; frozen, every
+    # language keeps the alignment it had (and the step skips the largest matrix's optimiser work).
+    freeze_word_embeddings: bool = False
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -60,6 +64,9 @@ def add_finetune_arguments(parser, lr: float, max_length: int, eval_batch_size: 
     parser.add_argument("--seed", type=int, default=FinetuneSettings.seed, help="seed for init and shuffling")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     parser.add_argument("--precision", default="auto", choices=PRECISIONS, help="autocast: auto = bf16 where supported")
+    parser.add_argument("--freeze-word-embeddings", action=argparse.BooleanOptionalAction,
+                        default=FinetuneSettings.freeze_word_embeddings,
+                        help="keep the word-embedding matrix fixed while fine-tuning on English (zero-shot transfer)")
 
 
 def seed_everything(seed: int) -> None:
@@ -77,6 +84,8 @@ def finetune(model: torch.nn.Module, features: Mapping[str, torch.Tensor], setti
     best epoch's weights are kept: model selection on English dev, as in XTREME.
     """
     seed_everything(settings.seed)
+    if settings.freeze_word_embeddings:
+        model.get_input_embeddings().requires_grad_(False)
     size = len(next(iter(features.values())))
     if size == 0:
         raise ValueError("no training examples")

@@ -57,6 +57,7 @@ class MlqaConfig:
     seed: int = 42
     device: str = "auto"
     precision: str = "auto"
+    freeze_word_embeddings: bool = FinetuneSettings.freeze_word_embeddings
 
 
 def clip_questions(tokenizer, records: list[dict[str, Any]], max_query_length: int) -> list[str]:
@@ -183,7 +184,8 @@ def run_mlqa(config: MlqaConfig) -> dict:
     started = time.time()
     features = train_features(tokenizer, records, config.max_length, config.doc_stride, config.max_query_length)
     settings = FinetuneSettings(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, seed=config.seed,
-                                precision=config.precision)
+                                precision=config.precision,
+                                freeze_word_embeddings=config.freeze_word_embeddings)
     losses = finetune(model, features, settings, device, out / "train_log.jsonl", "mlqa fine-tune (en)")
     train_seconds = time.time() - started
     results: dict[str, Any] = {}

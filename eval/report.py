@@ -126,6 +126,22 @@ def task_rows(student: dict[str, Any], teacher: dict[str, Any] | None, task: str
     return rows
 
 
+FINE_TUNING_FIELDS = ("english_train", "epochs", "lr", "batch_size", "max_length", "max_train_examples", "seed",
+                      "freeze_word_embeddings")
+
+
+def fine_tuning_mismatch(student: dict, teacher: dict) -> list[str]:
+    """A warning line when student and teacher were fine-tuned differently: retention is only
+    meaningful when the one difference between the two columns is the model."""
+    student_config, teacher_config = student.get("config", {}), teacher.get("config", {})
+    differing = [f"{name} {student_config.get(name)} vs {teacher_config.get(name)}" for name in FINE_TUNING_FIELDS
+                 if name in student_config and name in teacher_config and student_config[name] != teacher_config[name]]
+    if not differing:
+        return []
+    return [f"> **Warning:** student and teacher were fine-tuned differently ({'; '.join(differing)}, student vs "
+            "teacher): the retention column compares protocols as well as models."]
+
+
 def chance_warnings(rows: list[dict[str, Any]], task: str) -> list[str]:
     """Flag models whose XNLI average is statistically indistinguishable from chance (1/3).
 
@@ -266,7 +282,9 @@ def write_report(student_dir: str | os.PathLike, teacher_dir: str | os.PathLike 
         protocol = report["tasks"][task]["protocol"]
         if student.get("english_train"):
             protocol += f", fine-tuned on {student['english_train']}"
-        warnings = chance_warnings(rows, task)
+        if student.get("config", {}).get("freeze_word_embeddings"):
+            protocol += ", word embeddings frozen while fine-tuning"
+        warnings = chance_warnings(rows, task) + (fine_tuning_mismatch(student, teacher) if teacher else [])
         report["tasks"][task]["warnings"] = warnings
         if task.startswith("retrieval"):
             protocol += (f"; layer {student['layer']} of {student['layers']} (student)"

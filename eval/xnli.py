@@ -59,6 +59,7 @@ class XnliConfig:
     seed: int = 42
     device: str = "auto"
     precision: str = "auto"
+    freeze_word_embeddings: bool = FinetuneSettings.freeze_word_embeddings
 
 
 PROTOCOLS = ("auto", "standard", "offline", "xnli-dev-split")
@@ -158,7 +159,8 @@ def run_xnli(config: XnliConfig) -> dict:
         AutoModelForSequenceClassification, str(model_dir), "--model", num_labels=len(NLI_LABELS), id2label=dict(enumerate(NLI_LABELS)),
         label2id={label: i for i, label in enumerate(NLI_LABELS)})
     settings = FinetuneSettings(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
-                                seed=config.seed, precision=config.precision)
+                                seed=config.seed, precision=config.precision,
+                                freeze_word_embeddings=config.freeze_word_embeddings)
 
     def accuracy(examples: NliExamples, description: str) -> tuple[float, list[int]]:
         features = _encode(tokenizer, examples, config.max_length, with_labels=False)

@@ -210,3 +210,32 @@ def test_end_to_end_xnli_mlqa_and_report(tmp_path, data_dir, tiny_model_dirs):
             assert f"| {row['student']:.1f} | {row['teacher']:.1f} |" in markdown
     assert report["efficiency"]["speedup"] > 0
     assert report["efficiency"]["student"]["transformer_parameters"] < report["efficiency"]["teacher"]["transformer_parameters"]
+
+
+@pytest.mark.parametrize("freeze", [False, True])
+def test_freeze_word_embeddings_keeps_every_row_and_trains_the_rest(tmp_path, freeze):
+    from transformers import XLMRobertaForSequenceClassification
+
+    from eval.finetune import FinetuneSettings, finetune
+
+    torch.manual_seed(0)
+    model = XLMRobertaForSequenceClassification(small_xlmr_config(100, hidden_size=32, num_layers=1, num_labels=3))
+    words_before = model.get_input_embeddings().weight.detach().clone()
+    layer_before = model.roberta.encoder.layer[0].attention.self.query.weight.detach().clone()
+    features = {"input_ids": torch.randint(3, 100, (16, 12)), "attention_mask": torch.ones(16, 12, dtype=torch.long),
+                "labels": torch.randint(0, 3, (16,))}
+    settings = FinetuneSettings(epochs=1, batch_size=8, lr=1e-2, precision="fp32", freeze_word_embeddings=freeze)
+    finetune(model, features, settings, torch.device("cpu"), tmp_path / "log.jsonl", "test")
+    words_changed = not torch.equal(model.get_input_embeddings().weight, words_before)
+    assert words_changed is not freeze
+    assert not torch.equal(model.roberta.encoder.layer[0].attention.self.query.weight, layer_before)
+
+
+def test_report_warns_when_student_and_teacher_were_fine_tuned_differently():
+    from eval.report import fine_tuning_mismatch
+
+    same = {"config": {"epochs": 3, "lr": 1e-4, "english_train": "xnli-dev", "freeze_word_embeddings": False}}
+    assert fine_tuning_mismatch(same, same) == []
+    other = {"config": {**same["config"], "lr": 3e-5, "freeze_word_embeddings": True}}
+    (warning,) = fine_tuning_mismatch(same, other)
+    assert "lr 0.0001 vs 3e-05" in warning and "freeze_word_embeddings False vs True" in warning
