@@ -7,7 +7,6 @@ bf16 autocast where the device has it, and a JSONL line per logged step.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import random
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from mminilm.cli import REQUIRED, option
 from mminilm.device import PRECISIONS, autocast_context
 from mminilm.schedule import adamw_without_decay_on_norms, linear_warmup_decay
 
@@ -42,31 +42,29 @@ class FinetuneSettings:
     freeze_word_embeddings: bool = False
 
 
-class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keeps the module docstring's layout and shows every option's default (but never "None")."""
+@dataclass(kw_only=True)
+class TransferConfig:
+    """The options every zero-shot transfer CLI shares (eval.xnli, eval.mlqa); a task subclass adds
+    its own and overrides the task-specific defaults (lr, max_length, eval_batch_size)."""
+    model: str = option(REQUIRED, "transformers model dir (with its tokenizer)")
+    output_dir: str = option(REQUIRED, "writes OUT/TASK/report.json and predictions/")
+    data_dir: str | None = option(None, "shared data folder (default: $MMINILM_DATA)")
+    max_train_examples: int = option(0, "English training examples, 0 = all")
+    max_eval_examples: int = option(0, "first N test examples per language (pair), the same for every model; 0 = all")
+    epochs: float = option(FinetuneSettings.epochs, "fine-tuning epochs")
+    batch_size: int = option(FinetuneSettings.batch_size, "fine-tuning batch size")
+    eval_batch_size: int = option(64, "inference batch size")
+    lr: float = option(FinetuneSettings.lr, "peak learning rate (linear warmup 10%, then decay)")
+    max_length: int = option(128, "tokens per example (window)")
+    seed: int = option(FinetuneSettings.seed, "seed for init and shuffling")
+    device: str = option("auto", "auto | cpu | cuda | cuda:N | mps")
+    precision: str = option(FinetuneSettings.precision, "autocast: auto = bf16 where supported", choices=PRECISIONS)
+    freeze_word_embeddings: bool = option(FinetuneSettings.freeze_word_embeddings,
+                                          "keep the word-embedding matrix fixed while fine-tuning on English")
 
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default is None or action.default is argparse.SUPPRESS or action.default == []:
-            return action.help
-        return super()._get_help_string(action)
-
-
-def add_finetune_arguments(parser, lr: float, max_length: int, eval_batch_size: int) -> None:
-    """The options XNLI and MLQA share (task-specific defaults for lr, length and eval batch)."""
-    parser.add_argument("--max-train-examples", type=int, default=0, help="English training examples, 0 = all")
-    parser.add_argument("--max-eval-examples", type=int, default=0,
-                        help="first N test examples per language (pair), the same for every model; 0 = all")
-    parser.add_argument("--epochs", type=float, default=FinetuneSettings.epochs, help="fine-tuning epochs")
-    parser.add_argument("--batch-size", type=int, default=FinetuneSettings.batch_size, help="fine-tuning batch size")
-    parser.add_argument("--eval-batch-size", type=int, default=eval_batch_size, help="inference batch size")
-    parser.add_argument("--lr", type=float, default=lr, help="peak learning rate (linear warmup 10%%, then decay)")
-    parser.add_argument("--max-length", type=int, default=max_length, help="tokens per example (window)")
-    parser.add_argument("--seed", type=int, default=FinetuneSettings.seed, help="seed for init and shuffling")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
-    parser.add_argument("--precision", default="auto", choices=PRECISIONS, help="autocast: auto = bf16 where supported")
-    parser.add_argument("--freeze-word-embeddings", action=argparse.BooleanOptionalAction,
-                        default=FinetuneSettings.freeze_word_embeddings,
-                        help="keep the word-embedding matrix fixed while fine-tuning on English (zero-shot transfer)")
+    def finetune_settings(self) -> "FinetuneSettings":
+        return FinetuneSettings(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, seed=self.seed,
+                                precision=self.precision, freeze_word_embeddings=self.freeze_word_embeddings)
 
 
 def seed_everything(seed: int) -> None:

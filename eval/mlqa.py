@@ -10,12 +10,11 @@ scored exactly like mlqa_evaluation_v1.py.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,40 +23,31 @@ import torch
 from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
 from mminilm.atomic import atomic_write_file
+from mminilm.cli import REQUIRED, option, parse_config
 from mminilm.device import resolve_device
 from mminilm.models import load_pretrained
 
 from mminilm.languages import MLQA_LANGUAGES
 
 from .data import data_root, flatten_squad, load_squad, require_model_dir
-from .finetune import FinetuneSettings, HelpFormatter, add_finetune_arguments, batched_forward, finetune, seed_everything
+from .finetune import TransferConfig, batched_forward, finetune, seed_everything
 from .mlqa_scoring import evaluate
 
 
-@dataclass
-class MlqaConfig:
-    model: str
-    output_dir: str
-    languages: list[str] = field(default_factory=lambda: list(MLQA_LANGUAGES))
-    data_dir: str | None = None
-    train_files: list[str] = field(default_factory=list)
-    mlqa_dir: str | None = None
-    gxlt: bool = False
-    max_train_examples: int = 0
-    max_eval_examples: int = 0
-    epochs: float = 2.0
-    batch_size: int = 32
-    eval_batch_size: int = 64
-    lr: float = 3e-5
-    max_length: int = 384
-    doc_stride: int = 128
-    max_answer_length: int = 30
-    max_query_length: int = 64
-    n_best: int = 20
-    seed: int = 42
-    device: str = "auto"
-    precision: str = "auto"
-    freeze_word_embeddings: bool = FinetuneSettings.freeze_word_embeddings
+@dataclass(kw_only=True)
+class MlqaConfig(TransferConfig):
+    model: str = option(REQUIRED, "transformers model dir (with its fast tokenizer)")
+    output_dir: str = option(REQUIRED, "writes OUT/mlqa/report.json and predictions/")
+    languages: list[str] = option(list(MLQA_LANGUAGES), "context (= question) languages")
+    train_files: list[str] = option([], "English SQuAD v1.1-format training files (default: $MMINILM_DATA/qa_train_en/*.json)")
+    mlqa_dir: str | None = option(None, "dir of MLQA dev/test-context-*-question-*.json files")
+    gxlt: bool = option(False, "also the 7x7 generalized cross-lingual matrix")
+    lr: float = option(3e-5, "peak learning rate (linear warmup 10%, then decay)")
+    max_length: int = option(384, "tokens per window")
+    doc_stride: int = option(128, "overlap of consecutive windows, in tokens")
+    max_answer_length: int = option(30, "longest predicted answer, in tokens")
+    max_query_length: int = option(64, "questions are cut to this many tokens")
+    n_best: int = option(20, "start/end candidates per window")
 
 
 def clip_questions(tokenizer, records: list[dict[str, Any]], max_query_length: int) -> list[str]:
@@ -183,9 +173,7 @@ def run_mlqa(config: MlqaConfig) -> dict:
     model = load_pretrained(AutoModelForQuestionAnswering, str(model_dir), "--model")
     started = time.time()
     features = train_features(tokenizer, records, config.max_length, config.doc_stride, config.max_query_length)
-    settings = FinetuneSettings(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, seed=config.seed,
-                                precision=config.precision,
-                                freeze_word_embeddings=config.freeze_word_embeddings)
+    settings = config.finetune_settings()
     losses = finetune(model, features, settings, device, out / "train_log.jsonl", "mlqa fine-tune (en)")
     train_seconds = time.time() - started
     results: dict[str, Any] = {}
@@ -268,23 +256,9 @@ def _first_questions(data: list[dict[str, Any]], limit: int) -> list[dict[str, A
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m eval.mlqa", description=__doc__,
-                                     formatter_class=HelpFormatter)
-    parser.add_argument("--model", required=True, help="transformers model dir (with its fast tokenizer)")
-    parser.add_argument("--output-dir", required=True, help="writes OUT/mlqa/report.json and predictions/")
-    parser.add_argument("--languages", nargs="+", default=list(MLQA_LANGUAGES), help="context (= question) languages")
-    parser.add_argument("--data-dir", default=None, help="shared data folder (default: $MMINILM_DATA)")
-    parser.add_argument("--train-files", nargs="+", default=[], help="English SQuAD v1.1-format training files")
-    parser.add_argument("--mlqa-dir", default=None, help="dir of MLQA dev/test-context-*-question-*.json files")
-    parser.add_argument("--gxlt", action="store_true", help="also the 7x7 generalized cross-lingual matrix")
-    add_finetune_arguments(parser, lr=3e-5, max_length=384, eval_batch_size=64)
-    parser.add_argument("--doc-stride", type=int, default=128, help="overlap of consecutive windows, in tokens")
-    parser.add_argument("--max-answer-length", type=int, default=30, help="longest predicted answer, in tokens")
-    parser.add_argument("--max-query-length", type=int, default=64, help="questions are cut to this many tokens")
-    parser.add_argument("--n-best", type=int, default=20, help="start/end candidates per window")
-    args = parser.parse_args(argv)
+    config = parse_config(argv, MlqaConfig, prog="python -m eval.mlqa", description=__doc__)
     try:
-        report = run_mlqa(MlqaConfig(**vars(args)))
+        report = run_mlqa(config)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -20,25 +20,25 @@ row/id, the retrieved row/id in each direction), from which `rescore` recomputes
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from transformers import AutoModel, AutoTokenizer
 
 from mminilm.atomic import atomic_write_file
+from mminilm.cli import REQUIRED, option, parse_config
 from mminilm.device import PRECISIONS, autocast_context, resolve_device
 from mminilm.languages import MLQA_LANGUAGES, XNLI_LANGUAGES
 from mminilm.models import load_pretrained
 
 from .data import NliExamples, data_root, flatten_squad, load_nli_tsv, load_squad, require_model_dir
-from .finetune import HelpFormatter, trim_padding
+from .finetune import trim_padding
 
 SOURCES = {"xnli": "retrieval", "mlqa": "retrieval-mlqa"}  # sentence source -> task (output folder)
 PIVOT = "en"
@@ -188,19 +188,22 @@ class RetrievalProbe:
                 "sentences": len(next(iter(self.pairs.values())))}
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RetrievalConfig:
-    model: str
-    output_dir: str
-    languages: list[str] = field(default_factory=lambda: list(XNLI_LANGUAGES))
-    sources: list[str] = field(default_factory=lambda: list(SOURCES))
-    layer: str = "-1"
-    max_sentences: int = DEFAULT_MAX_SENTENCES
-    batch_size: int = 64
-    max_length: int = 128
-    data_dir: str | None = None
-    device: str = "auto"
-    precision: str = "auto"
+    model: str = option(REQUIRED, "transformers model dir (with its tokenizer)")
+    output_dir: str = option(REQUIRED, "writes OUT/retrieval[-mlqa]/report.json and predictions/")
+    languages: list[str] = option(list(XNLI_LANGUAGES), "languages paired with English")
+    sources: list[str] = option(list(SOURCES), "xnli: distinct XNLI test premises; mlqa: MLQA dev questions",
+                                choices=tuple(SOURCES))
+    layer: str = option("-1", "hidden_states index to pool (0 = embeddings, -1 = last), or 'all' (every layer in "
+                              "by_layer; the table shows the last)")
+    max_sentences: int = option(DEFAULT_MAX_SENTENCES, "first N aligned pairs per language, the same for every "
+                                                       "model; 0 = all")
+    batch_size: int = option(64, "inference batch size")
+    max_length: int = option(128, "tokens per sentence")
+    data_dir: str | None = option(None, "shared data folder (default: $MMINILM_DATA)")
+    device: str = option("auto", "auto | cpu | cuda | cuda:N | mps")
+    precision: str = option("auto", "autocast: auto = bf16 where supported", choices=PRECISIONS)
 
 
 def parse_layers(value: str, num_layers: int) -> list[int]:
@@ -280,24 +283,9 @@ def rescore(task_dir: str | Path) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m eval.retrieval", description=__doc__, formatter_class=HelpFormatter)
-    parser.add_argument("--model", required=True, help="transformers model dir (with its tokenizer)")
-    parser.add_argument("--output-dir", required=True, help="writes OUT/retrieval[-mlqa]/report.json and predictions/")
-    parser.add_argument("--languages", nargs="+", default=list(XNLI_LANGUAGES), help="languages paired with English")
-    parser.add_argument("--sources", nargs="+", default=list(SOURCES), choices=tuple(SOURCES),
-                        help="xnli: distinct XNLI test premises; mlqa: MLQA dev questions")
-    parser.add_argument("--layer", default="-1", help="hidden_states index to pool (0 = embeddings, -1 = last), "
-                                                     "or 'all' (every layer in by_layer; the table shows the last)")
-    parser.add_argument("--max-sentences", type=int, default=DEFAULT_MAX_SENTENCES,
-                        help="first N aligned pairs per language, the same for every model; 0 = all")
-    parser.add_argument("--batch-size", type=int, default=RetrievalConfig.batch_size, help="inference batch size")
-    parser.add_argument("--max-length", type=int, default=RetrievalConfig.max_length, help="tokens per sentence")
-    parser.add_argument("--data-dir", default=None, help="shared data folder (default: $MMINILM_DATA)")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
-    parser.add_argument("--precision", default="auto", choices=PRECISIONS, help="autocast: auto = bf16 where supported")
-    args = parser.parse_args(argv)
+    config = parse_config(argv, RetrievalConfig, prog="python -m eval.retrieval", description=__doc__)
     try:
-        reports = run_retrieval(RetrievalConfig(**vars(args)))
+        reports = run_retrieval(config)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -17,54 +17,44 @@ chosen protocol would not read are an error, never silently ignored.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from mminilm.atomic import atomic_write_file
+from mminilm.cli import REQUIRED, option, parse_config
 from mminilm.device import resolve_device
 from mminilm.models import load_pretrained
 
 from mminilm.languages import XNLI_LANGUAGES
 
 from .data import NLI_LABELS, XNLI_DEV_SPLIT, NliExamples, data_root, load_nli_tsv, require_model_dir
-from .finetune import FinetuneSettings, HelpFormatter, add_finetune_arguments, batched_forward, finetune, seed_everything
-
-
-@dataclass
-class XnliConfig:
-    model: str
-    output_dir: str
-    languages: list[str] = field(default_factory=lambda: list(XNLI_LANGUAGES))
-    protocol: str = "auto"
-    english_train: str = "xnli-dev"
-    data_dir: str | None = None
-    train_file: str | None = None
-    dev_file: str | None = None
-    test_file: str | None = None
-    test_dir: str | None = None
-    max_train_examples: int = 0
-    max_eval_examples: int = 0
-    epochs: float = 2.0
-    batch_size: int = 32
-    eval_batch_size: int = 128
-    lr: float = 2e-5
-    max_length: int = 128
-    seed: int = 42
-    device: str = "auto"
-    precision: str = "auto"
-    freeze_word_embeddings: bool = FinetuneSettings.freeze_word_embeddings
+from .finetune import TransferConfig, batched_forward, finetune, seed_everything
 
 
 PROTOCOLS = ("auto", "standard", "offline", "xnli-dev-split")
 ENGLISH_TRAIN = {"xnli-dev": ("xnli/dev/en.tsv",), "xnli-dev+sick": ("xnli/dev/en.tsv", "nli_en/SICK.txt")}
 _STANDARD_ONLY = ("train_file", "dev_file", "test_file", "test_dir")
+
+
+@dataclass(kw_only=True)
+class XnliConfig(TransferConfig):
+    output_dir: str = option(REQUIRED, "writes OUT/xnli/report.json and predictions/")
+    languages: list[str] = option(list(XNLI_LANGUAGES), "test languages")
+    protocol: str = option("auto", "auto: standard when --train-file is given, else offline (see above)",
+                           choices=PROTOCOLS)
+    english_train: str = option("xnli-dev", "offline protocol: English NLI to fine-tune on", choices=tuple(ENGLISH_TRAIN))
+    train_file: str | None = option(None, "MNLI train TSV (standard protocol)")
+    dev_file: str | None = option(None, "XNLI dev TSV, English rows select the best epoch")
+    test_file: str | None = option(None, "XNLI-1.0 xnli.test.tsv (all languages)")
+    test_dir: str | None = option(None, "dir of per-language {lang}.tsv test files")
+    eval_batch_size: int = option(128, "inference batch size")
+    lr: float = option(2e-5, "peak learning rate (linear warmup 10%, then decay)")
 
 
 def resolve_protocol(config: XnliConfig) -> str:
@@ -158,9 +148,7 @@ def run_xnli(config: XnliConfig) -> dict:
     model = load_pretrained(
         AutoModelForSequenceClassification, str(model_dir), "--model", num_labels=len(NLI_LABELS), id2label=dict(enumerate(NLI_LABELS)),
         label2id={label: i for i, label in enumerate(NLI_LABELS)})
-    settings = FinetuneSettings(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
-                                seed=config.seed, precision=config.precision,
-                                freeze_word_embeddings=config.freeze_word_embeddings)
+    settings = config.finetune_settings()
 
     def accuracy(examples: NliExamples, description: str) -> tuple[float, list[int]]:
         features = _encode(tokenizer, examples, config.max_length, with_labels=False)
@@ -194,24 +182,9 @@ def run_xnli(config: XnliConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m eval.xnli", description=__doc__,
-                                     formatter_class=HelpFormatter)
-    parser.add_argument("--model", required=True, help="transformers model dir (with its tokenizer)")
-    parser.add_argument("--output-dir", required=True, help="writes OUT/xnli/report.json and predictions/")
-    parser.add_argument("--languages", nargs="+", default=list(XNLI_LANGUAGES), help="test languages")
-    parser.add_argument("--protocol", default="auto", choices=PROTOCOLS,
-                        help="auto: standard when --train-file is given, else offline (see above)")
-    parser.add_argument("--english-train", default="xnli-dev", choices=tuple(ENGLISH_TRAIN),
-                        help="offline protocol: English NLI to fine-tune on")
-    parser.add_argument("--data-dir", default=None, help="shared data folder (default: $MMINILM_DATA)")
-    parser.add_argument("--train-file", default=None, help="MNLI train TSV (standard protocol)")
-    parser.add_argument("--dev-file", default=None, help="XNLI dev TSV, English rows select the best epoch")
-    parser.add_argument("--test-file", default=None, help="XNLI-1.0 xnli.test.tsv (all languages)")
-    parser.add_argument("--test-dir", default=None, help="dir of per-language {lang}.tsv test files")
-    add_finetune_arguments(parser, lr=2e-5, max_length=128, eval_batch_size=128)
-    args = parser.parse_args(argv)
+    config = parse_config(argv, XnliConfig, prog="python -m eval.xnli", description=__doc__)
     try:
-        report = run_xnli(XnliConfig(**vars(args)))
+        report = run_xnli(config)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -7,26 +7,22 @@ MiniLMv2's small-model recipe); the tiny preset overrides them from the recipe.
 
 from __future__ import annotations
 
-import argparse
-import os
 import dataclasses
 import json
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from .cli import option as _field
+
+from .device import PRECISIONS
 from .languages import XNLI_LANGUAGES
 from .objectives import OBJECTIVES
 from .relations import DEFAULT_RELATION_KL, RELATION_KL_PATHS
 from .student import STUDENT_INITS
-
-
-def _field(default: Any, help: str, **kwargs: Any) -> Any:
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"help": help, **kwargs})
-    return field(default=default, metadata={"help": help, **kwargs})
 
 
 @dataclass
@@ -69,8 +65,7 @@ class TrainConfig:
     kd_temperature: float = _field(1.0, "softmax temperature for logit_kd")
     seed: int = _field(42, "seed for init, data stream and dropout")
     device: str = _field("auto", "auto | cpu | cuda | cuda:N | mps")
-    precision: str = _field("auto", "auto (bf16 where supported) | bf16 | fp16 | fp32",
-                            choices=("auto", "bf16", "fp16", "fp32"))
+    precision: str = _field("auto", "auto (bf16 where supported) | bf16 | fp16 | fp32", choices=PRECISIONS)
     save_every: int = _field(1000, "checkpoint every N steps (atomic; the last 2 are kept)")
     log_every: int = _field(10, "log every N steps")
     resume: bool = _field(False, "continue the run in output_dir from its newest complete checkpoint (same configuration)")
@@ -118,91 +113,6 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-def build_parser(config_class=TrainConfig, prog: str | None = None, description: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=description,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=None, help="YAML file of options (command-line flags override it)")
-    for f in dataclasses.fields(config_class):
-        flag = "--" + f.name.replace("_", "-")
-        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        help_text = f.metadata.get("help", "")
-        if isinstance(default, bool):
-            parser.add_argument(flag, default=None, action=argparse.BooleanOptionalAction, help=f"{help_text} (default: {default})")
-        elif isinstance(default, list):
-            shown = " ".join(map(str, default)) or "none"
-            parser.add_argument(flag, nargs="+", default=None, help=f"{help_text} (default: {shown})")
-        else:
-            parser.add_argument(flag, type=type(default), default=None, choices=f.metadata.get("choices"),
-                                help=f"{help_text} (default: {default})")
-    return parser
-
-
-def parse_config(argv: list[str] | None = None, config_class=TrainConfig, prog: str | None = None,
-                 description: str | None = None):
-    """Defaults < YAML --config < command-line flags."""
-    parser = build_parser(config_class, prog, description)
-    args = parser.parse_args(argv)
-    values: dict[str, Any] = {}
-    if args.config:
-        path = Path(args.config)
-        if not path.is_file():
-            parser.error(f"--config {path} does not exist")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as error:
-            parser.error(f"--config {path} is not valid YAML ({str(error).splitlines()[0]})")
-        if not isinstance(loaded, dict):
-            parser.error(f"--config {path} must be a YAML mapping of option: value")
-        fields = {f.name: f for f in dataclasses.fields(config_class)}
-        unknown = sorted(set(k.replace("-", "_") for k in loaded) - set(fields))
-        if unknown:
-            parser.error(f"--config {path}: unknown options {unknown}")
-        for key, value in loaded.items():
-            name = key.replace("-", "_")
-            try:
-                values[name] = coerce_option(value, _default_of(fields[name]))
-            except ValueError as error:
-                parser.error(f"--config {path}: {key}: {error}")
-    for f in dataclasses.fields(config_class):
-        value = getattr(args, f.name)
-        if value is not None:
-            values[f.name] = value
-    return config_class(**values)
-
-
-def _default_of(f: dataclasses.Field) -> Any:
-    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-
-
-def coerce_option(value: Any, default: Any) -> Any:
-    """A YAML value as the option's type. YAML 1.1 reads `1e-3` and `1e4` as strings and users
-    write them all the time; a scalar where a list belongs is an error, not a guess."""
-    if isinstance(default, bool):
-        if isinstance(value, bool):
-            return value
-        raise ValueError(f"expected true or false, got {value!r}")
-    if isinstance(default, list):
-        if isinstance(value, list):
-            return [str(v) for v in value]
-        raise ValueError(f"expected a list (e.g. [en, de] or one '- item' per line), got the scalar {value!r}")
-    if isinstance(default, float):
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"expected a number, got {value!r}") from None
-    if isinstance(default, int):
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"expected a whole number, got {value!r}") from None
-        if not number.is_integer():
-            raise ValueError(f"expected a whole number, got {value!r}")
-        return int(number)
-    if isinstance(value, (list, dict)):
-        raise ValueError(f"expected a single value, got {value!r}")
-    return value if value is None else str(value)
 
 
 def save_config(config: Any, output_dir: Path) -> None:

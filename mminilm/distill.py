@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import sys
 
-from .config import TrainConfig, parse_config
+from .cli import parse_config
+from .config import TrainConfig
 from .trainer import train
 
 

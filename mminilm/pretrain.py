@@ -18,7 +18,9 @@ from transformers import AutoTokenizer, XLMRobertaConfig, XLMRobertaForMaskedLM
 
 from corpora import discover_languages
 
-from .config import TrainConfig, _field, parse_config
+from .cli import option as _field
+from .cli import parse_config
+from .config import TrainConfig
 from .languages import XNLI_LANGUAGES
 from .student import save_student
 from .tokenizer import train_xlmr_tokenizer

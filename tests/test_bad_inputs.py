@@ -70,7 +70,8 @@ def test_out_of_range_layers_and_lengths(tmp_path, small_teacher_dir, cc100_dir,
 
 
 def test_yaml_numbers_and_lists(tmp_path, small_teacher_dir, cc100_dir, capsys):
-    from mminilm.config import TrainConfig, parse_config
+    from mminilm.cli import parse_config
+    from mminilm.config import TrainConfig
 
     good = tmp_path / "good.yaml"
     good.write_text("lr: 1e-3\nsteps: 1e4\nlanguages: [en, de]\n")

@@ -239,3 +239,16 @@ def test_report_warns_when_student_and_teacher_were_fine_tuned_differently():
     other = {"config": {**same["config"], "lr": 3e-5, "freeze_word_embeddings": True}}
     (warning,) = fine_tuning_mismatch(same, other)
     assert "lr 0.0001 vs 3e-05" in warning and "freeze_word_embeddings False vs True" in warning
+
+
+def test_eval_cli_options_come_from_the_dataclass_with_yaml_below_flags(tmp_path, capsys):
+    from mminilm.cli import parse_config
+
+    options = tmp_path / "xnli.yaml"
+    options.write_text("model: m\noutput_dir: o\nlr: 3e-5\nepochs: 3\nfreeze_word_embeddings: true\n")
+    config = parse_config(["--config", str(options), "--lr", "1e-4"], XnliConfig)
+    assert (config.lr, config.epochs, config.freeze_word_embeddings) == (1e-4, 3.0, True)  # flag > YAML > default
+    assert config.data_dir is None and config.max_length == 128
+    with pytest.raises(SystemExit) as exit_info:
+        parse_config(["--output-dir", "o"], XnliConfig)
+    assert exit_info.value.code == 2 and "--model" in capsys.readouterr().err
