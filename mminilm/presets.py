@@ -16,8 +16,9 @@ The recipes call this module instead of keeping tables in bash:
     python -m mminilm.presets help --recipe xlmr_to_small   # the knob table with real defaults
     python -m mminilm.presets table                         # the README's knob table (a test compares)
 
-`env` and `args` import neither torch nor transformers (they run before every stage);
-the defaults shown by `help`/`table` and the few a recipe reads itself come from the CLIs.
+`args` (run before every stage) and `names` import neither torch nor transformers; `env` (once per
+recipe) imports the training config for the few CLI defaults bash reads itself (TEACHER, LANGUAGES,
+STEPS, SEED, TEACHER_STEPS), and `help`/`table` every CLI's config for the defaults they show.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ KNOBS: dict[str, Knob] = {
     "PRECISION": _k("auto = bf16 on CUDA with bf16 and on CPUs with AMX, fp32 elsewhere", "distill --precision",
                     "pretrain --precision", "xnli --precision", "mlqa --precision", "retrieval --precision"),
     "PROBE_EVERY": _k("log retrieval top-1 every N distillation steps (the report's curve; 0 = off; "
-                      "1000 when EVAL_DATA is set)", "distill --probe-every", read=True),
+                      "1000 when EVAL_DATA is set)", "distill --probe-every"),
     "PROBE_SENTENCES": _k("sentences per language for that probe", "distill --probe-sentences"),
     "TRIM_VOCAB": _k("1 = trim the teacher's vocabulary to LANGUAGES first (OUTPUT/teacher-trimmed)", default="0"),
     "TRIM_COVERAGE": _k("per-language share of corpus tokens the kept pieces cover", default="0.9999"),
@@ -183,9 +184,12 @@ def _as_text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+_VARIABLE = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?")
+
+
 def _expand(value: str, environ: dict[str, str]) -> str:
     """$NAME / ${NAME} from the environment; unset names become empty (never a literal "$NAME")."""
-    return re.sub(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?", lambda m: environ.get(m.group(1), ""), value)
+    return _VARIABLE.sub(lambda m: environ.get(m.group(1), ""), value)
 
 
 def cli_default(knob: str) -> str:
@@ -193,6 +197,8 @@ def cli_default(knob: str) -> str:
     knob feeds several CLIs whose defaults differ, each one ("xnli 2e-05, mlqa 3e-05")."""
     import dataclasses
     import importlib
+
+    from .cli import default_of
 
     defaults: dict[str, str] = {}
     for stage, flag in KNOBS[knob].flags.items():
@@ -203,8 +209,7 @@ def cli_default(knob: str) -> str:
         fields = {f.name: f for f in dataclasses.fields(getattr(importlib.import_module(module), name))}
         f = fields.get(flag.removeprefix("--").replace("-", "_"))
         if f is not None:
-            value = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-            defaults[stage] = _as_text(value)
+            defaults[stage] = _as_text(default_of(f))
     if len(set(defaults.values())) > 1:
         return ", ".join(f"{stage} {value}" for stage, value in defaults.items())
     return next(iter(defaults.values()), "")
@@ -222,7 +227,7 @@ def resolve(recipe: str, preset: str, environ: dict[str, str]) -> dict[str, str]
             value = values[name]
         elif knob.default is not None:
             value = knob.default.replace("{recipe}", recipe)
-        elif knob.read_by_recipe and name != "PROBE_EVERY":
+        elif knob.read_by_recipe:
             value = cli_default(name)  # one CLI each: never the "a x, b y" form
         else:
             continue
@@ -230,9 +235,9 @@ def resolve(recipe: str, preset: str, environ: dict[str, str]) -> dict[str, str]
     if "PROBE_EVERY" not in environ and "PROBE_EVERY" not in filled:
         eval_data = environ.get("EVAL_DATA", filled.get("EVAL_DATA", ""))
         filled["PROBE_EVERY"] = "1000" if eval_data else "0"  # on whenever the curve can be drawn
-    for needed in ("MMINILM_DATA",):
-        if any(f"${needed}" in v for v in values.values()) and not environ.get(needed):
-            raise PresetError(f"PRESET={preset} needs {needed} (the shared data folder, e.g. ../shared/data)")
+    for needed in sorted({name for value in values.values() for name in _VARIABLE.findall(value)}):
+        if not environ.get(needed):
+            raise PresetError(f"PRESET={preset} needs {needed} in the environment (e.g. MMINILM_DATA=../shared/data)")
     return filled
 
 
@@ -257,13 +262,11 @@ def stage_args(stage: str, environ: dict[str, str]) -> list[str]:
     return args
 
 
-def _shown(name: str, recipe: str, preset: str | None) -> str:
+def _shown(name: str, recipe: str, preset_values: dict[str, str] | None) -> str:
     """A knob's value for `help` and `table`: the preset's, else the recipe's or the CLI's default."""
     knob = KNOBS[name]
-    if preset is not None:
-        values = load_preset(preset, recipe)
-        if name in values:
-            return values[name] or "–"
+    if preset_values is not None and name in preset_values:
+        return preset_values[name] or "–"
     if name == "PROBE_EVERY":
         return "1000 (0 without EVAL_DATA)"
     if knob.default is not None:
@@ -282,6 +285,7 @@ def knob_table(recipe: str = "xlmr_to_small", presets: tuple[str, ...] = ("e5-sm
     """The README's knob table: the default and each preset's value (blank = as default)."""
     header = "| knob | default | " + " | ".join(f"{p} preset" for p in presets) + " | meaning |"
     lines = [header, "|---|---|" + "---|" * len(presets) + "---|"]
+    preset_values = {preset: load_preset(preset, recipe) for preset in presets}
     for name, knob in KNOBS.items():
         if name in ("ASSISTANT_STEPS", "STUDENT_STEPS", "VARIANTS", "SEEDS", "REPEAT", "RELATION_HEADS_V2") or \
                 name.startswith("ASSISTANT_"):
@@ -289,7 +293,7 @@ def knob_table(recipe: str = "xlmr_to_small", presets: tuple[str, ...] = ("e5-sm
         default = _shown(name, recipe, None)
         cells = []
         for preset in presets:
-            value = preset if name == "PRESET" else _shown(name, recipe, preset)
+            value = preset if name == "PRESET" else _shown(name, recipe, preset_values[preset])
             cells.append("" if _same(value, default) else f"`{value}`")
         meaning = knob.help.replace("|", "\\|")
         lines.append(f"| `{name}` | {default if default == '–' else f'`{default}`'} | " + " | ".join(cells)
@@ -321,8 +325,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "names":
             print(" ".join(KNOBS))
         elif args.command == "help":
+            values = load_preset(args.preset, args.recipe) if args.preset else None
             for name, knob in KNOBS.items():
-                value = (args.preset or "default") if name == "PRESET" else _shown(name, args.recipe, args.preset)
+                value = (args.preset or "default") if name == "PRESET" else _shown(name, args.recipe, values)
                 print(f"  {name:<22} {knob.help}  ({value})")
         else:
             print(knob_table())
