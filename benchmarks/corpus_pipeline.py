@@ -70,7 +70,7 @@ def main() -> None:
         if args.tokenizer:
             tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
         else:
-            from mminilm.tokenizer import train_xlmr_tokenizer
+            from mminilm.models.tokenizer import train_xlmr_tokenizer
 
             tokenizer = train_xlmr_tokenizer(sorted(source.glob("*.txt")), tmp / "tok", vocab_size=8000,
                                              max_lines_per_file=2000)

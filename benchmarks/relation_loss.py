@@ -32,7 +32,7 @@ def _rss_kb() -> int:
 def run_one(path: str, shape: str, repeats: int) -> dict:
     import torch
 
-    from mminilm.losses import minilm_relation_losses
+    from mminilm.objectives.losses import minilm_relation_losses
 
     batch, heads, seq = map(int, shape.split("x"))
     generator = torch.Generator().manual_seed(0)

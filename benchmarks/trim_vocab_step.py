@@ -53,7 +53,7 @@ def run_once(teacher: str, corpus: str, steps: int, student_layers: int, batch: 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--teacher", required=True, help="untrimmed teacher (any --teacher value)")
-    parser.add_argument("--trimmed", required=True, help="the trimmed teacher dir (python -m mminilm.trim_vocab)")
+    parser.add_argument("--trimmed", required=True, help="the trimmed teacher dir (python -m mminilm.models.trim_vocab)")
     parser.add_argument("--corpus", default=None, help="default: $MMINILM_DATA/cc100_sample")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=2)

@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from mminilm.atomic import atomic_write_file
+from mminilm.training.atomic import atomic_write_file
 
 from .contamination import DEFAULT_N, EVALUATION_SETS, contamination_report
 from .contamination import format_markdown as contamination_markdown

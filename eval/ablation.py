@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mminilm.atomic import atomic_write_file
+from mminilm.training.atomic import atomic_write_file
 
 VARIANT_NAMES = {
     "minilm": "MiniLM (attention + value relation)",

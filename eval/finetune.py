@@ -21,8 +21,8 @@ import torch
 from tqdm.auto import tqdm
 
 from mminilm.cli import REQUIRED, option
-from mminilm.device import PRECISIONS, autocast_context
-from mminilm.schedule import adamw_without_decay_on_norms, linear_warmup_decay
+from mminilm.training.precision import PRECISIONS, autocast_context
+from mminilm.training.schedule import adamw_without_decay_on_norms, linear_warmup_decay
 
 
 @dataclass

@@ -17,9 +17,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mminilm.atomic import atomic_write_file
-from mminilm.run_logging import read_jsonl
-from mminilm.student import DISTILLATION_FILE
+from mminilm.training.atomic import atomic_write_file
+from mminilm.training.run_logging import read_jsonl
+from mminilm.models.student import DISTILLATION_FILE
 
 TASK_METRIC = {"xnli": ("accuracy", "accuracy (%)"), "mlqa": ("f1", "F1"),
                "retrieval": ("accuracy", "top-1 (%)"), "retrieval-mlqa": ("accuracy", "top-1 (%)")}
@@ -92,7 +92,7 @@ def provenance(model_dir: str) -> list[str]:
     if trimmed.is_file():
         record = json.loads(trimmed.read_text())
         notes.append(f"vocabulary trimmed to {record['vocabulary_after']:,} of {record['vocabulary_before']:,} pieces "
-                     f"({record['vocabulary_share']:.1f}%) for {' '.join(record['languages'])} (mminilm.trim_vocab)")
+                     f"({record['vocabulary_share']:.1f}%) for {' '.join(record['languages'])} (mminilm.models.trim_vocab)")
     distillation = directory / DISTILLATION_FILE
     if distillation.is_file():
         record = json.loads(distillation.read_text())

@@ -31,11 +31,11 @@ from pathlib import Path
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-from mminilm.atomic import atomic_write_file
+from mminilm.training.atomic import atomic_write_file
 from mminilm.cli import REQUIRED, option, parse_config
-from mminilm.device import PRECISIONS, autocast_context, resolve_device
+from mminilm.training.precision import PRECISIONS, autocast_context, resolve_device
 from mminilm.languages import MLQA_LANGUAGES, XNLI_LANGUAGES
-from mminilm.models import load_pretrained
+from mminilm.models.teacher import load_pretrained
 
 from .data import NliExamples, data_root, flatten_squad, load_nli_tsv, load_squad, require_model_dir
 from .finetune import trim_padding

@@ -26,10 +26,10 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from mminilm.atomic import atomic_write_file
+from mminilm.training.atomic import atomic_write_file
 from mminilm.cli import REQUIRED, option, parse_config
-from mminilm.device import resolve_device
-from mminilm.models import load_pretrained
+from mminilm.training.precision import resolve_device
+from mminilm.models.teacher import load_pretrained
 
 from mminilm.languages import XNLI_LANGUAGES
 

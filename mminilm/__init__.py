@@ -9,7 +9,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_PUBLIC = {"SelfAttentionDistillation": ".distillation", "minilm_loss": ".losses", "minilmv2_loss": ".losses"}
+_PUBLIC = {"SelfAttentionDistillation": ".objectives.distillation", "minilm_loss": ".objectives.losses",
+           "minilmv2_loss": ".objectives.losses"}
 __all__ = list(_PUBLIC)
 
 

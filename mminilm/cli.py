@@ -26,6 +26,22 @@ def option(default: Any, help: str, **metadata: Any) -> Any:
     return dataclasses.field(default=default, metadata={"help": help, **metadata})
 
 
+def passed_on(config_class: type, name: str, default: Any = dataclasses.MISSING) -> Any:
+    """Field `name` of `config_class` (its help and choices, declared there once), optionally with
+    another default: for a config whose stage hands these values straight on to `config_class`
+    (`python -m mminilm.pretrain` runs the training loop with a TrainConfig)."""
+    source = next(f for f in dataclasses.fields(config_class) if f.name == name)
+    metadata = {key: value for key, value in source.metadata.items() if key != "help"}
+    value = default_of(source) if default is dataclasses.MISSING else default
+    return option(value, source.metadata.get("help", ""), passed_on=config_class.__name__, **metadata)
+
+
+def passed_on_values(config: Any, config_class: type) -> dict[str, Any]:
+    """The values of `config`'s `passed_on(config_class, ...)` fields, keyed by field name."""
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
+            if f.metadata.get("passed_on") == config_class.__name__}
+
+
 def default_of(f: dataclasses.Field) -> Any:
     return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import sys
 
-from .cli import parse_config
-from .config import TrainConfig
-from .trainer import train
+from mminilm.cli import parse_config
+from mminilm.training.config import TrainConfig
+from mminilm.training.trainer import train
 
 
 def main(argv: list[str] | None = None) -> int:

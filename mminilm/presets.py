@@ -37,7 +37,7 @@ import yaml
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 RECIPES = ("xlmr_to_small", "teacher_assistant", "ablation")
 # Where the default of a CLI-backed knob lives, for `help`, `table` and the knobs bash reads itself.
-STAGE_CONFIGS = {"distill": "mminilm.config:TrainConfig", "pretrain": "mminilm.pretrain:PretrainConfig",
+STAGE_CONFIGS = {"distill": "mminilm.training.config:TrainConfig", "pretrain": "mminilm.pretrain:PretrainConfig",
                  "xnli": "eval.xnli:XnliConfig", "mlqa": "eval.mlqa:MlqaConfig",
                  "retrieval": "eval.retrieval:RetrievalConfig"}
 
@@ -198,7 +198,7 @@ def cli_default(knob: str) -> str:
     import dataclasses
     import importlib
 
-    from .cli import default_of
+    from mminilm.cli import default_of
 
     defaults: dict[str, str] = {}
     for stage, flag in KNOBS[knob].flags.items():

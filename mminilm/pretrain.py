@@ -10,6 +10,8 @@ transformers dir with its tokenizer, usable as `--teacher` anywhere.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,21 +20,24 @@ from transformers import AutoTokenizer, XLMRobertaConfig, XLMRobertaForMaskedLM
 
 from corpora import discover_languages
 
-from .cli import option as _field
-from .cli import parse_config
-from .config import TrainConfig
-from .languages import XNLI_LANGUAGES
-from .student import save_student
-from .tokenizer import train_xlmr_tokenizer
-from .trainer import train
+from mminilm.cli import option as _field
+from mminilm.cli import parse_config, passed_on, passed_on_values
+from mminilm.training.atomic import atomic_write_file
+from mminilm.training.config import TrainConfig
+from mminilm.models.student import save_student
+from mminilm.models.tokenizer import train_xlmr_tokenizer
+from mminilm.training.trainer import train
+
+# A TrainConfig option (its help and choices), handed on unchanged to the training loop; only the default may differ.
+_training = functools.partial(passed_on, TrainConfig)
 
 
 @dataclass
 class PretrainConfig:
+    """Pretraining's own options (the vocabulary and the teacher's shape), then the training options it
+    hands to the same trainer as distillation, with defaults sized for a small teacher."""
+
     output_dir: str = _field("runs/teacher", "output: tokenizer/, init/, checkpoints, logs and the final model/")
-    corpus: str = _field("", "CC-100-layout corpus dir")
-    languages: list = _field(list(XNLI_LANGUAGES), "languages for the vocabulary and pretraining")
-    alpha: float = _field(0.3, "language sampling exponent")
     vocab_size: int = _field(8000, "SentencePiece vocabulary size")
     tokenizer_model: str = _field("unigram", "SentencePiece model type", choices=("unigram", "bpe"))
     tokenizer_lines: int = _field(20000, "lines sampled per language to train SentencePiece")
@@ -40,19 +45,22 @@ class PretrainConfig:
     hidden: int = _field(256, "hidden size")
     heads: int = _field(4, "attention heads")
     intermediate: int = _field(0, "FFN size (0 = 4 x hidden)")
-    max_length: int = _field(128, "tokens per block")
-    batch_size: int = _field(32, "blocks per batch per process")
-    grad_accum: int = _field(1, "micro-batches per step")
-    steps: int = _field(1000, "optimizer steps")
-    lr: float = _field(1e-3, "peak learning rate")
-    warmup_steps: int = _field(100, "warmup steps")
-    seed: int = _field(42, "seed")
-    device: str = _field("auto", "auto | cpu | cuda | cuda:N | mps")
-    precision: str = _field("auto", "auto | bf16 | fp16 | fp32", choices=("auto", "bf16", "fp16", "fp32"))
-    save_every: int = _field(200, "checkpoint every N steps")
-    log_every: int = _field(10, "log every N steps")
-    resume: bool = _field(False, "continue from the latest checkpoint")
-    cache_dir: str = _field("", "cache dir for corpus indexes")
+    corpus: str = _training("corpus")
+    languages: list = _training("languages")
+    alpha: float = _training("alpha")
+    max_length: int = _training("max_length", 128)
+    batch_size: int = _training("batch_size")
+    grad_accum: int = _training("grad_accum")
+    steps: int = _training("steps", 1000)
+    lr: float = _training("lr", 1e-3)
+    warmup_steps: int = _training("warmup_steps", 100)
+    seed: int = _training("seed")
+    device: str = _training("device")
+    precision: str = _training("precision")
+    save_every: int = _training("save_every", 200)
+    log_every: int = _training("log_every")
+    resume: bool = _training("resume")
+    cache_dir: str = _training("cache_dir")
 
 
 def pretrain(config: PretrainConfig) -> Path:
@@ -77,15 +85,11 @@ def pretrain(config: PretrainConfig) -> Path:
 
         torch.manual_seed(config.seed)
         save_student(XLMRobertaForMaskedLM(model_config), tokenizer, init_dir)
-    train_config = TrainConfig(
-        output_dir=str(output), objective="mlm", teacher="", student_from=str(init_dir), corpus=config.corpus,
-        languages=list(config.languages), alpha=config.alpha, max_length=config.max_length,
-        batch_size=config.batch_size, grad_accum=config.grad_accum, steps=config.steps, lr=config.lr,
-        warmup_steps=config.warmup_steps, seed=config.seed, device=config.device, precision=config.precision,
-        save_every=config.save_every, log_every=config.log_every, resume=config.resume, cache_dir=config.cache_dir,
-    )
+    train_config = TrainConfig(output_dir=str(output), objective="mlm", teacher="", student_from=str(init_dir),
+                               **passed_on_values(config, TrainConfig))
     model_dir = train(train_config)
-    (output / "pretrain_config.json").write_text(__import__("json").dumps(dataclasses.asdict(config), indent=2))
+    settings = json.dumps(dataclasses.asdict(config), indent=2) + "\n"
+    atomic_write_file(output / "pretrain_config.json", lambda tmp: tmp.write_text(settings))
     return model_dir
 
 

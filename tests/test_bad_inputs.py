@@ -71,7 +71,7 @@ def test_out_of_range_layers_and_lengths(tmp_path, small_teacher_dir, cc100_dir,
 
 def test_yaml_numbers_and_lists(tmp_path, small_teacher_dir, cc100_dir, capsys):
     from mminilm.cli import parse_config
-    from mminilm.config import TrainConfig
+    from mminilm.training.config import TrainConfig
 
     good = tmp_path / "good.yaml"
     good.write_text("lr: 1e-3\nsteps: 1e4\nlanguages: [en, de]\n")
@@ -130,7 +130,7 @@ def test_report_refuses_different_examples_and_missing_teachers(tmp_path, capsys
 
 
 def test_saved_models_follow_the_umask(tmp_path, tokenizer):
-    from mminilm.student import save_student
+    from mminilm.models.student import save_student
 
     previous = os.umask(0o022)
     try:

@@ -9,8 +9,8 @@ import pytest
 import sentencepiece as spm
 import torch
 
-from mminilm.fairseq_convert import convert_fairseq_xlmr, load_fairseq_checkpoint
-from mminilm.models import load_teacher
+from mminilm.models.fairseq_convert import convert_fairseq_xlmr, load_fairseq_checkpoint
+from mminilm.models.teacher import load_teacher
 
 fairseq = pytest.importorskip("fairseq", reason="fairseq-fixed not installed (pip install -r requirements-fairseq.txt)")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mminilm.losses import minilm_relation_losses, minilmv2_relation_losses
-from mminilm.relations import relation_kl
+from mminilm.objectives.losses import minilm_relation_losses, minilmv2_relation_losses
+from mminilm.objectives.relations import relation_kl
 
 
 def _inputs(dtype=torch.float32, batch=3, seq=37, teacher_hidden=48, student_hidden=24, seed=0):
@@ -23,7 +23,7 @@ def _inputs(dtype=torch.float32, batch=3, seq=37, teacher_hidden=48, student_hid
 def _value_and_grads(path, chunked_rows=None, dtype=torch.float32):
     teacher, student, mask = _inputs(dtype)
     if chunked_rows is not None:
-        import mminilm.fused_relation as fused
+        import mminilm.objectives.fused_relation as fused
 
         loss = fused.chunked_relation_kl(teacher[0], teacher[1], student[0], student[1], mask, 4, chunk=chunked_rows)
         loss = loss + fused.chunked_relation_kl(teacher[2], teacher[2], student[2], student[2], mask, 4, chunk=chunked_rows)

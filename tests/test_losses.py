@@ -10,7 +10,7 @@ from transformers import XLMRobertaModel
 
 from conftest import small_xlmr_config
 from mminilm import minilm_loss, minilmv2_loss
-from mminilm.qkv_capture import run_until_qkv
+from mminilm.objectives.qkv_capture import run_until_qkv
 
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",

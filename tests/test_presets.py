@@ -31,7 +31,7 @@ def test_every_flag_a_knob_feeds_exists_in_its_cli(capsys):
     import importlib
 
     helps = {}
-    for stage, module in (("distill", "mminilm.distill"), ("pretrain", "mminilm.pretrain"), ("student", "mminilm.student"),
+    for stage, module in (("distill", "mminilm.distill"), ("pretrain", "mminilm.pretrain"), ("student", "mminilm.models.student"),
                           ("xnli", "eval.xnli"), ("mlqa", "eval.mlqa"), ("retrieval", "eval.retrieval")):
         with pytest.raises(SystemExit):
             importlib.import_module(module).main(["--help"])

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mminilm.run_logging import read_jsonl
+from mminilm.training.run_logging import read_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 # The tiny preset, shortened so that pretraining, distillation, both evaluations and the report

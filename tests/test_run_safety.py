@@ -15,7 +15,7 @@ import torch
 
 import pytest
 
-from mminilm.run_logging import read_jsonl
+from mminilm.training.run_logging import read_jsonl
 from test_trainer import REPO, _args, _distill, _env
 
 pytestmark = pytest.mark.slow  # real training subprocesses, some of them racing each other

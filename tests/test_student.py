@@ -11,8 +11,8 @@ import torch
 from transformers import XLMRobertaForMaskedLM
 
 from conftest import small_xlmr_config
-from mminilm.models import load_teacher
-from mminilm.student import StudentConfig, build_student, save_student
+from mminilm.models.teacher import load_teacher
+from mminilm.models.student import StudentConfig, build_student, save_student
 
 
 @pytest.fixture

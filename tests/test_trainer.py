@@ -14,7 +14,7 @@ import pytest
 import torch
 from transformers import XLMRobertaForMaskedLM
 
-from mminilm.run_logging import read_jsonl
+from mminilm.training.run_logging import read_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 LANGS = ["sw", "yo", "jv", "tl"]

@@ -13,7 +13,7 @@ import sentencepiece as spm
 import torch
 from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer
 
-from mminilm.trim_vocab import REPORT_FILE, SPM_FILE_NAME, TrimConfig, heldout_sentences, trim
+from mminilm.models.trim_vocab import REPORT_FILE, SPM_FILE_NAME, TrimConfig, heldout_sentences, trim
 
 REPO = Path(__file__).resolve().parents[1]
 LANGS = ["de", "sw", "zh"]
@@ -115,7 +115,7 @@ def test_real_teacher_trims_below_half_and_loads_with_plain_transformers(tmp_pat
 
 def test_bad_inputs_exit_2_with_one_line(tmp_path, small_teacher_dir, cc100_dir):
     def run(*args):
-        return subprocess.run([sys.executable, "-m", "mminilm.trim_vocab", *args], cwd=REPO, capture_output=True,
+        return subprocess.run([sys.executable, "-m", "mminilm.models.trim_vocab", *args], cwd=REPO, capture_output=True,
                               text=True, timeout=300)
 
     missing = run("--model", str(tmp_path / "nope"), "--corpus", str(cc100_dir), "--output-dir", str(tmp_path / "o"))

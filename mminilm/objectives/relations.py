@@ -93,7 +93,7 @@ def relation_kl(teacher_left: torch.Tensor, teacher_right: torch.Tensor, student
     `relation_log_probs` and `masked_relation_kl`, the definition the fused path is tested against.
     """
     if path == "fused":
-        from .fused_relation import chunked_relation_kl
+        from mminilm.objectives.fused_relation import chunked_relation_kl
 
         return chunked_relation_kl(teacher_left, teacher_right, student_left, student_right, attention_mask, num_heads)
     if path != "reference":

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from transformers import AutoTokenizer, XLMRobertaConfig, XLMRobertaForMaskedLM, XLMRobertaTokenizer
 
-from .atomic import atomic_write_dir
+from mminilm.training.atomic import atomic_write_dir
 
 FAIRSEQ_FILES = ("model.pt", "dict.txt", "sentencepiece.bpe.model")
 

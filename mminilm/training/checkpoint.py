@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .atomic import atomic_write_file
-from .distributed import DistributedContext, barrier
+from mminilm.training.atomic import atomic_write_file
+from mminilm.training.distributed import DistributedContext, barrier
 
 KEEP_LAST = 2
 

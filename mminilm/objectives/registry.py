@@ -21,10 +21,10 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .distillation import SelfAttentionDistillation
-from .losses import MINILM_RELATIONS
-from .mlm import logit_kd_loss, mask_tokens, mlm_loss
-from .relations import DEFAULT_RELATION_KL
+from mminilm.objectives.distillation import SelfAttentionDistillation
+from mminilm.objectives.losses import MINILM_RELATIONS
+from mminilm.objectives.mlm import logit_kd_loss, mask_tokens, mlm_loss
+from mminilm.objectives.relations import DEFAULT_RELATION_KL
 
 OBJECTIVES = ("minilm", "minilmv2", "mlm", "logit_kd", "hidden")
 NEEDS_TEACHER_MLM_HEAD = ("logit_kd",)

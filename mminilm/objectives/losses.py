@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .relations import DEFAULT_RELATION_KL, relation_kl
+from mminilm.objectives.relations import DEFAULT_RELATION_KL, relation_kl
 
 QKV = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 

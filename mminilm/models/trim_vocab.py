@@ -1,4 +1,4 @@
-"""`python -m mminilm.trim_vocab`: keep only the vocabulary a run's languages use.
+"""`python -m mminilm.models.trim_vocab`: keep only the vocabulary a run's languages use.
 
 A multilingual student is mostly embedding table (250k pieces x hidden). For a known set of
 languages most rows are never read, yet they cost memory, disk, optimizer state and time per step.
@@ -34,8 +34,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .atomic import atomic_write_file
-from .languages import XNLI_LANGUAGES
+from mminilm.training.atomic import atomic_write_file
+from mminilm.languages import XNLI_LANGUAGES
 
 SPM_FILE_NAME = "sentencepiece.bpe.model"
 TOKENIZER_FILE = "tokenizer.json"
@@ -421,7 +421,7 @@ def markdown_report(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mminilm.trim_vocab", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m mminilm.models.trim_vocab", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="transformers model dir with tokenizer.json (teacher or student)")
     parser.add_argument("--corpus", required=True, help="CC-100-layout dir: one {lang}.txt[.xz] per language")

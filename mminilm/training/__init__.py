@@ -1,0 +1,3 @@
+"""How a run is carried out: its configuration (`config`), the loop (`trainer`), and what keeps it safe
+and reproducible — checkpoints, atomic writes, one run per directory, precision, the distributed
+context, the learning-rate schedule and JSONL logs."""
