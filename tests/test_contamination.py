@@ -74,7 +74,6 @@ def test_shared_corpus_has_next_to_no_evaluation_text_in_any_xnli_language(tmp_p
     assert (tmp_path / "contamination.md").read_text().startswith("# Evaluation text in the corpus")
 
 
-def test_missing_data_is_a_one_line_error(tmp_path, cc100_dir):
-    result = subprocess.run([sys.executable, "-m", "corpora", "contamination", str(cc100_dir), "--data-dir",
-                             str(tmp_path), "--languages", "de"], cwd=REPO, capture_output=True, text=True, timeout=300)
+def test_missing_data_is_a_one_line_error(tmp_path, cc100_dir, run_cli):
+    result = run_cli("corpora.__main__", "contamination", cc100_dir, "--data-dir", tmp_path, "--languages", "de")
     assert result.returncode == 2 and "--data-dir" in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,7 +13,6 @@ from eval.retrieval import (RetrievalConfig, mlqa_questions, nearest, parse_laye
                             top1_scores, xnli_premises)
 from eval.data import load_nli_tsv
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def test_xnli_premises_are_distinct_and_aligned_by_row(data_dir):
@@ -96,8 +92,7 @@ def test_teacher_retrieves_translations_and_a_random_encoder_does_not(tmp_path, 
     (["--layer", "first"], "--layer must be an integer"),
     (["--sources", "tatoeba"], "invalid choice"),
 ])
-def test_bad_options_exit_2_with_one_line(tmp_path, e5_dir, data_dir, args, message):
-    result = subprocess.run([sys.executable, "-m", "eval.retrieval", "--model", str(e5_dir), "--output-dir",
-                             str(tmp_path), "--data-dir", str(data_dir), "--max-sentences", "5", *args],
-                            cwd=REPO, capture_output=True, text=True, timeout=300)
+def test_bad_options_exit_2_with_one_line(tmp_path, e5_dir, data_dir, args, message, run_cli):
+    result = run_cli("eval.retrieval", "--model", e5_dir, "--output-dir", tmp_path, "--data-dir", data_dir,
+                     "--max-sentences", "5", *args)
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr

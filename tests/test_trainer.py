@@ -1,4 +1,5 @@
-"""The trainer as users run it: real subprocesses, a real SIGKILL, real torchrun with gloo."""
+"""The trainer as users run it: its CLI in-process, and real subprocesses where the process is the point
+(a real SIGKILL, real torchrun with gloo)."""
 
 from __future__ import annotations
 
@@ -44,10 +45,10 @@ def _distill(args, **kwargs):
 
 
 @pytest.mark.parametrize("objective", ["minilm", "minilmv2", "logit_kd", "mlm", "hidden"])
-def test_every_objective_trains_and_saves_a_student(tmp_path, teacher_dir, cc100_dir, objective):
+def test_every_objective_trains_and_saves_a_student(tmp_path, teacher_dir, cc100_dir, objective, run_cli):
     out = tmp_path / objective
     extra = ["--objective", objective] + (["--relation-heads", "8"] if objective == "minilmv2" else [])
-    result = _distill(_args(teacher_dir, cc100_dir, out, steps=16, extra=extra))
+    result = run_cli("mminilm.distill", *_args(teacher_dir, cc100_dir, out, steps=16, extra=extra))
     assert result.returncode == 0, result.stderr[-3000:]
     log = read_jsonl(out / "train_log.jsonl")
     assert [r["step"] for r in log] == list(range(1, 17))
@@ -95,10 +96,10 @@ def test_killed_run_resumes_with_the_same_loss_sequence(tmp_path, teacher_dir, c
     assert [r["loss"] for r in read_jsonl(log_path)] == expected
 
 
-def test_retrieval_probe_logs_a_curve_without_changing_training(tmp_path, teacher_dir, cc100_dir, data_dir):
+def test_retrieval_probe_logs_a_curve_without_changing_training(tmp_path, teacher_dir, cc100_dir, data_dir, run_cli):
     plain, probed = tmp_path / "plain", tmp_path / "probed"
-    assert _distill(_args(teacher_dir, cc100_dir, plain, steps=8)).returncode == 0
-    result = _distill(_args(teacher_dir, cc100_dir, probed, steps=8,
+    assert run_cli("mminilm.distill", *_args(teacher_dir, cc100_dir, plain, steps=8)).returncode == 0
+    result = run_cli("mminilm.distill", *_args(teacher_dir, cc100_dir, probed, steps=8,
                             extra=["--probe-every", "4", "--probe-sentences", "20", "--probe-data", str(data_dir)]))
     assert result.returncode == 0, result.stderr[-3000:]
     log = read_jsonl(probed / "train_log.jsonl")
@@ -140,10 +141,10 @@ def test_torchrun_two_processes_stay_in_sync(tmp_path, teacher_dir, cc100_dir):
     assert len(log) == 8 and log[0]["tokens_per_s"] > 0
 
 
-def test_bad_options_fail_early_with_names(tmp_path, teacher_dir, cc100_dir):
-    result = _distill(["--teacher", str(teacher_dir), "--corpus", str(tmp_path / "missing"), "--output-dir", str(tmp_path / "o")])
+def test_bad_options_fail_early_with_names(tmp_path, teacher_dir, cc100_dir, run_cli):
+    result = run_cli("mminilm.distill", *["--teacher", str(teacher_dir), "--corpus", str(tmp_path / "missing"), "--output-dir", str(tmp_path / "o")])
     assert result.returncode == 2 and "--corpus" in result.stderr and "not a directory" in result.stderr
-    result = _distill(_args(teacher_dir, cc100_dir, tmp_path / "o2", extra=["--languages", "xx"]))
+    result = run_cli("mminilm.distill", *_args(teacher_dir, cc100_dir, tmp_path / "o2", extra=["--languages", "xx"]))
     assert result.returncode == 2 and "languages ['xx'] not found" in result.stderr
-    result = _distill(_args(teacher_dir, cc100_dir, tmp_path / "o3", extra=["--student-heads", "2"]))
+    result = run_cli("mminilm.distill", *_args(teacher_dir, cc100_dir, tmp_path / "o3", extra=["--student-heads", "2"]))
     assert result.returncode == 2 and "equal attention head counts" in result.stderr

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -113,10 +111,9 @@ def test_real_teacher_trims_below_half_and_loads_with_plain_transformers(tmp_pat
     assert json.loads((out / "conversion.json").read_text())["weight_bits"] == 4  # provenance travels along
 
 
-def test_bad_inputs_exit_2_with_one_line(tmp_path, small_teacher_dir, cc100_dir):
+def test_bad_inputs_exit_2_with_one_line(tmp_path, small_teacher_dir, cc100_dir, run_cli):
     def run(*args):
-        return subprocess.run([sys.executable, "-m", "mminilm.models.trim_vocab", *args], cwd=REPO, capture_output=True,
-                              text=True, timeout=300)
+        return run_cli("mminilm.models.trim_vocab", *args)
 
     missing = run("--model", str(tmp_path / "nope"), "--corpus", str(cc100_dir), "--output-dir", str(tmp_path / "o"))
     assert missing.returncode == 2 and "config.json" in missing.stderr and "Traceback" not in missing.stderr

@@ -8,10 +8,14 @@ import os
 from pathlib import Path
 from typing import Any
 
+from mminilm.training.atomic import atomic_write_file
+
 
 def setup_text_logger(output_dir: Path, is_main: bool) -> logging.Logger:
     logger = logging.getLogger("mminilm")
     logger.setLevel(logging.INFO)
+    for handler in logger.handlers:  # a previous run in this process (tests, notebooks): close its train.log
+        handler.close()
     logger.handlers.clear()
     logger.propagate = False
     if is_main:
@@ -36,9 +40,7 @@ class JsonlLog:
         if not (self.enabled and self.path.is_file()):
             return
         kept = [line for line in self.path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
-        tmp = self.path.with_name(self.path.name + f".tmp-{os.getpid()}")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        os.replace(tmp, self.path)
+        atomic_write_file(self.path, lambda tmp: tmp.write_text("".join(line + "\n" for line in kept)))
 
     def write(self, record: dict[str, Any]) -> None:
         if self.enabled:
