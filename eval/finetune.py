@@ -21,7 +21,8 @@ import torch
 from tqdm.auto import tqdm
 
 from mminilm.cli import REQUIRED, option
-from mminilm.training.precision import PRECISIONS, autocast_context
+from mminilm.training import PRECISIONS
+from mminilm.training.precision import autocast_context
 from mminilm.training.schedule import adamw_without_decay_on_norms, linear_warmup_decay
 
 

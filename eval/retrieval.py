@@ -33,7 +33,8 @@ from transformers import AutoModel, AutoTokenizer
 
 from mminilm.training.atomic import atomic_write_file
 from mminilm.cli import REQUIRED, option, parse_config
-from mminilm.training.precision import PRECISIONS, autocast_context, resolve_device
+from mminilm.training import PRECISIONS
+from mminilm.training.precision import autocast_context, resolve_device
 from mminilm.languages import MLQA_LANGUAGES, XNLI_LANGUAGES
 from mminilm.models.teacher import load_pretrained
 

@@ -37,7 +37,7 @@ import yaml
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 RECIPES = ("xlmr_to_small", "teacher_assistant", "ablation")
 # Where the default of a CLI-backed knob lives, for `help`, `table` and the knobs bash reads itself.
-STAGE_CONFIGS = {"distill": "mminilm.training.config:TrainConfig", "pretrain": "mminilm.pretrain:PretrainConfig",
+STAGE_CONFIGS = {"distill": "mminilm.training.config:TrainConfig", "pretrain": "mminilm.training.config:PretrainConfig",
                  "xnli": "eval.xnli:XnliConfig", "mlqa": "eval.mlqa:MlqaConfig",
                  "retrieval": "eval.retrieval:RetrievalConfig"}
 
@@ -192,9 +192,10 @@ def _expand(value: str, environ: dict[str, str]) -> str:
     return _VARIABLE.sub(lambda m: environ.get(m.group(1), ""), value)
 
 
-def cli_default(knob: str) -> str:
+def cli_default(knob: str, first_stage_only: bool = False) -> str:
     """The default of the CLI option a knob feeds (imports that CLI's config dataclass); when the
-    knob feeds several CLIs whose defaults differ, each one ("xnli 2e-05, mlqa 3e-05")."""
+    knob feeds several CLIs whose defaults differ, each one ("xnli 2e-05, mlqa 3e-05").
+    `first_stage_only`: only the first CLI it feeds (training's torch-free config, for `env`)."""
     import dataclasses
     import importlib
 
@@ -210,6 +211,8 @@ def cli_default(knob: str) -> str:
         f = fields.get(flag.removeprefix("--").replace("-", "_"))
         if f is not None:
             defaults[stage] = _as_text(default_of(f))
+            if first_stage_only:
+                break
     if len(set(defaults.values())) > 1:
         return ", ".join(f"{stage} {value}" for stage, value in defaults.items())
     return next(iter(defaults.values()), "")
@@ -228,7 +231,7 @@ def resolve(recipe: str, preset: str, environ: dict[str, str]) -> dict[str, str]
         elif knob.default is not None:
             value = knob.default.replace("{recipe}", recipe)
         elif knob.read_by_recipe:
-            value = cli_default(name)  # one CLI each: never the "a x, b y" form
+            value = cli_default(name, first_stage_only=True)  # the value bash reads: never "a x, b y"
         else:
             continue
         filled[name] = _expand(value, environ)

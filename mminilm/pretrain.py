@@ -10,58 +10,20 @@ transformers dir with its tokenizer, usable as `--teacher` anywhere.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 from transformers import AutoTokenizer, XLMRobertaConfig, XLMRobertaForMaskedLM
 
 from corpora import discover_languages
 
-from mminilm.cli import option as _field
-from mminilm.cli import parse_config, passed_on, passed_on_values
+from mminilm.cli import parse_config, passed_on_values
 from mminilm.training.atomic import atomic_write_file
-from mminilm.training.config import TrainConfig
+from mminilm.training.config import PretrainConfig, TrainConfig
 from mminilm.models.student import save_student
 from mminilm.models.tokenizer import train_xlmr_tokenizer
 from mminilm.training.trainer import train
-
-# A TrainConfig option (its help and choices), handed on unchanged to the training loop; only the default may differ.
-_training = functools.partial(passed_on, TrainConfig)
-
-
-@dataclass
-class PretrainConfig:
-    """Pretraining's own options (the vocabulary and the teacher's shape), then the training options it
-    hands to the same trainer as distillation, with defaults sized for a small teacher."""
-
-    output_dir: str = _field("runs/teacher", "output: tokenizer/, init/, checkpoints, logs and the final model/")
-    vocab_size: int = _field(8000, "SentencePiece vocabulary size")
-    tokenizer_model: str = _field("unigram", "SentencePiece model type", choices=("unigram", "bpe"))
-    tokenizer_lines: int = _field(20000, "lines sampled per language to train SentencePiece")
-    layers: int = _field(4, "Transformer layers")
-    hidden: int = _field(256, "hidden size")
-    heads: int = _field(4, "attention heads")
-    intermediate: int = _field(0, "FFN size (0 = 4 x hidden)")
-    corpus: str = _training("corpus")
-    languages: list = _training("languages")
-    alpha: float = _training("alpha")
-    max_length: int = _training("max_length", 128)
-    batch_size: int = _training("batch_size")
-    grad_accum: int = _training("grad_accum")
-    steps: int = _training("steps", 1000)
-    lr: float = _training("lr", 1e-3)
-    warmup_steps: int = _training("warmup_steps", 100)
-    seed: int = _training("seed")
-    device: str = _training("device")
-    precision: str = _training("precision")
-    save_every: int = _training("save_every", 200)
-    log_every: int = _training("log_every")
-    resume: bool = _training("resume")
-    cache_dir: str = _training("cache_dir")
-
 
 def pretrain(config: PretrainConfig) -> Path:
     output = Path(config.output_dir)

@@ -12,11 +12,11 @@ import torch
 from transformers import AutoConfig, AutoModelForMaskedLM, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from mminilm.training.atomic import atomic_write_dir
+from mminilm.models import STUDENT_INITS
 from mminilm.objectives.mlm import masked_lm_head
 from mminilm.objectives.qkv_capture import encoder_layers
 
 
-STUDENT_INITS = ("random", "teacher")
 DISTILLATION_FILE = "distillation.json"  # how a saved student was made; plain transformers ignores it
 
 

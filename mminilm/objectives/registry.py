@@ -24,10 +24,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from mminilm.objectives.distillation import SelfAttentionDistillation
 from mminilm.objectives.losses import MINILM_RELATIONS
 from mminilm.objectives.mlm import logit_kd_loss, mask_tokens, mlm_loss
-from mminilm.objectives.relations import DEFAULT_RELATION_KL
+from mminilm.objectives import DEFAULT_RELATION_KL, OBJECTIVES
 
-OBJECTIVES = ("minilm", "minilmv2", "mlm", "logit_kd", "hidden")
-NEEDS_TEACHER_MLM_HEAD = ("logit_kd",)
 Components = dict[str, torch.Tensor]
 
 

@@ -13,6 +13,8 @@ import math
 
 import torch
 
+from mminilm.objectives import DEFAULT_RELATION_KL, RELATION_KL_PATHS
+
 
 def split_heads(states: torch.Tensor, num_heads: int) -> torch.Tensor:
     """(batch, seq, hidden) -> (batch, num_heads, seq, hidden // num_heads)."""
@@ -76,11 +78,6 @@ def masked_relation_kl(
     num_real = query_mask.sum().clamp(min=1.0)
     return (kl_per_token * query_mask).sum() / num_real
 
-
-RELATION_KL_PATHS = ("reference", "fused")
-# The default until the fused path is also faster: on 2 CPU cores it needs ~0.3x the loss's peak
-# memory but ~2x its time (backward recomputes the maps; benchmarks/relation_loss.py, README).
-DEFAULT_RELATION_KL = "reference"
 
 
 def relation_kl(teacher_left: torch.Tensor, teacher_right: torch.Tensor, student_left: torch.Tensor,

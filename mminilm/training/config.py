@@ -8,6 +8,7 @@ MiniLMv2's small-model recipe); the tiny preset overrides them from the recipe.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from dataclasses import dataclass
@@ -17,12 +18,12 @@ from typing import Any
 import yaml
 
 from mminilm.cli import option as _field
+from mminilm.cli import passed_on
 
-from mminilm.training.precision import PRECISIONS
 from mminilm.languages import XNLI_LANGUAGES
-from mminilm.objectives.registry import OBJECTIVES
-from mminilm.objectives.relations import DEFAULT_RELATION_KL, RELATION_KL_PATHS
-from mminilm.models.student import STUDENT_INITS
+from mminilm.models import STUDENT_INITS
+from mminilm.objectives import DEFAULT_RELATION_KL, OBJECTIVES, RELATION_KL_PATHS
+from mminilm.training import PRECISIONS
 
 
 @dataclass
@@ -113,6 +114,41 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+# A TrainConfig option (its help and choices), handed on unchanged to the training loop; only the default may differ.
+_training = functools.partial(passed_on, TrainConfig)
+
+
+@dataclass
+class PretrainConfig:
+    """Pretraining's own options (the vocabulary and the teacher's shape), then the training options it
+    hands to the same trainer as distillation, with defaults sized for a small teacher."""
+
+    output_dir: str = _field("runs/teacher", "output: tokenizer/, init/, checkpoints, logs and the final model/")
+    vocab_size: int = _field(8000, "SentencePiece vocabulary size")
+    tokenizer_model: str = _field("unigram", "SentencePiece model type", choices=("unigram", "bpe"))
+    tokenizer_lines: int = _field(20000, "lines sampled per language to train SentencePiece")
+    layers: int = _field(4, "Transformer layers")
+    hidden: int = _field(256, "hidden size")
+    heads: int = _field(4, "attention heads")
+    intermediate: int = _field(0, "FFN size (0 = 4 x hidden)")
+    corpus: str = _training("corpus")
+    languages: list = _training("languages")
+    alpha: float = _training("alpha")
+    max_length: int = _training("max_length", 128)
+    batch_size: int = _training("batch_size")
+    grad_accum: int = _training("grad_accum")
+    steps: int = _training("steps", 1000)
+    lr: float = _training("lr", 1e-3)
+    warmup_steps: int = _training("warmup_steps", 100)
+    seed: int = _training("seed")
+    device: str = _training("device")
+    precision: str = _training("precision")
+    save_every: int = _training("save_every", 200)
+    log_every: int = _training("log_every")
+    resume: bool = _training("resume")
+    cache_dir: str = _training("cache_dir")
 
 
 def save_config(config: Any, output_dir: Path) -> None:

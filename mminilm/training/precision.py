@@ -7,7 +7,7 @@ import os
 
 import torch
 
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+from mminilm.training import PRECISIONS
 
 
 def resolve_device(name: str = "auto") -> torch.device:

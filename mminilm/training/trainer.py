@@ -27,7 +27,8 @@ from mminilm.training.precision import autocast_context, autocast_dtype, resolve
 from mminilm.training.distributed import (DistributedContext, average_gradients, barrier, broadcast_parameters, init_distributed,
                           mean_across_ranks, parameter_checksum, ranks_agree)
 from mminilm.models.teacher import check_compatible, load_pretrained, load_teacher
-from mminilm.objectives.registry import NEEDS_TEACHER_MLM_HEAD, Objective, build_objective
+from mminilm.objectives import NEEDS_TEACHER_MLM_HEAD
+from mminilm.objectives.registry import Objective, build_objective
 from mminilm.training.run_dir import RunLock, prepare_run_dir
 from mminilm.training.run_logging import JsonlLog, setup_text_logger, tensorboard_writer
 from mminilm.training.schedule import adamw_without_decay_on_norms, linear_warmup_decay
