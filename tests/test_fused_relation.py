@@ -94,3 +94,21 @@ def test_fused_is_fp32_under_bf16_autocast():
         autocast = relation_kl(teacher[0], teacher[1], student[0], student[1], mask, 4, "fused")
     assert autocast.dtype == torch.float32
     torch.testing.assert_close(autocast, exact)
+
+
+def test_fused_gradient_follows_the_upstream_gradient_and_no_grad_skips_it():
+    """The gradient is formed in forward and only scaled in backward: a weighted loss (the trainer
+    sums weighted relations) must scale it, and under no_grad none is formed (same value)."""
+    import mminilm.objectives.fused_relation as fused
+
+    teacher, student, mask = _inputs()
+    (-2.5 * fused.chunked_relation_kl(teacher[0], teacher[1], student[0], student[1], mask, 4, chunk=7)).backward()
+    expected = [s.detach().clone().requires_grad_() for s in student]
+    (-2.5 * relation_kl(teacher[0], teacher[1], expected[0], expected[1], mask, 4, "reference")).backward()
+    torch.testing.assert_close(student[0].grad, expected[0].grad, rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(student[1].grad, expected[1].grad, rtol=1e-4, atol=1e-7)
+    with torch.no_grad():
+        value = fused.chunked_relation_kl(teacher[0], teacher[1], student[0], student[1], mask, 4, chunk=7)
+    assert value.grad_fn is None
+    torch.testing.assert_close(value, relation_kl(teacher[0], teacher[1], student[0], student[1], mask, 4,
+                                                  "reference").detach(), rtol=1e-5, atol=1e-6)
