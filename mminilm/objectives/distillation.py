@@ -29,7 +29,8 @@ class SelfAttentionDistillation(nn.Module):
         teacher_layer, student_layer: which layer to distil (Python indexing, -1 = last).
         num_relation_heads: MiniLMv2 relation heads (default: the teacher's attention heads).
         relations: MiniLM relations to use; ("attention",) is the attention-only ablation.
-        relation_kl: "reference" (default) or "fused" (chunked, never materialises seq × seq maps).
+        relation_kl: "fused" (default: chunked, never materialises seq × seq maps) or "reference"
+            (the plain definition).
     """
 
     def __init__(
@@ -74,7 +75,7 @@ class SelfAttentionDistillation(nn.Module):
             raise ValueError("`relations` selects MiniLM (v1) relations; MiniLMv2 always uses Q-Q, K-K and V-V")
         self.teacher.requires_grad_(False)
         self.teacher.eval()
-        self.last_components: dict[str, float] = {}
+        self.last_components: dict[str, torch.Tensor] = {}
 
     def train(self, mode: bool = True) -> "SelfAttentionDistillation":
         """Switch only the student: the teacher must stay in eval mode (no dropout noise in targets)."""
@@ -86,15 +87,16 @@ class SelfAttentionDistillation(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Args: input_ids, attention_mask: (batch, seq). Returns the scalar distillation loss."""
         components = self.relation_losses(input_ids, attention_mask)
-        self.last_components = {name: float(value.detach()) for name, value in components.items()}
+        # Detached tensors, not floats: reading a value is a host sync, which only a caller that logs pays.
+        self.last_components = {name: value.detach() for name, value in components.items()}
         return sum(components.values())
 
     def relation_losses(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
         """The loss of each relation (attention, value / query, key, value), before summing."""
-        with torch.inference_mode():
+        # no_grad, not inference_mode: inference tensors cannot enter the loss's autograd graph, and
+        # cloning Q/K/V out of inference mode cost three (batch, seq, hidden) copies every step.
+        with torch.no_grad():
             teacher_qkv = run_until_qkv(self.teacher, self.teacher_layer, input_ids, attention_mask)
-        # Inference tensors cannot enter autograd graphs; a clone turns them into ordinary tensors.
-        teacher_qkv = tuple(t.clone() for t in teacher_qkv)
         student_qkv = run_until_qkv(self.student, self.student_layer, input_ids, attention_mask)
         if self.method == "minilm":
             return minilm_relation_losses(teacher_qkv, student_qkv, attention_mask, self.num_heads, self.relations,
