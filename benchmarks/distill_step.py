@@ -34,6 +34,9 @@ SHAPES = {
     # cores: only its first 4 layers run anyway when distilling an upper layer.
     "recipe": dict(vocab=8002, teacher_layers=4, teacher_hidden=768, student_layers=12, student_hidden=384,
                    heads=12, seq=512, batch=8, steps=2),
+    # The same, as the corpus packer delivers it: full blocks, no padding.
+    "recipe_packed": dict(vocab=8002, teacher_layers=4, teacher_hidden=768, student_layers=12, student_hidden=384,
+                          heads=12, seq=512, batch=8, steps=2, packed=True),
 }
 
 
@@ -77,7 +80,8 @@ def _batch(shape: dict):
     generator = torch.Generator().manual_seed(0)
     ids = torch.randint(5, shape["vocab"], (shape["batch"], shape["seq"]), generator=generator)
     mask = torch.ones_like(ids)
-    mask[0, shape["seq"] * 3 // 4:] = 0  # some padding, as in real batches
+    if not shape.get("packed"):
+        mask[0, shape["seq"] * 3 // 4:] = 0  # some padding, as in batches of separate sentences
     ids[mask == 0] = 1
     return ids, mask
 

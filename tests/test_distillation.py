@@ -53,6 +53,20 @@ def test_loss_equals_functional_loss_on_full_forward(tokenizer):
     assert set(v2.last_components) == {"query", "key", "value"}
 
 
+
+def test_a_packed_batch_without_padding_gives_the_masked_forward_s_loss(tokenizer):
+    """Without padding the models run with no attention mask (SDPA may then use a fused kernel):
+    the loss equals that of an ordinary eager forward given the all-ones mask."""
+    teacher, student = _masked_lm(len(tokenizer), 64, 4, 3, seed=0), _masked_lm(len(tokenizer), 32, 4, 2, seed=1)
+    batch = tokenizer(SENTENCES[:2], padding=True, return_tensors="pt")
+    length = int(batch["attention_mask"].sum(1).min())  # cut to the shorter row: a block with no padding
+    batch = {name: tensor[:, :length] for name, tensor in batch.items()}
+    assert bool(batch["attention_mask"].all())
+    loss = SelfAttentionDistillation(teacher, student).eval()(batch["input_ids"], batch["attention_mask"])
+    expected = minilm_loss(_qkv_from_full_eager_forward(teacher, -1, batch),
+                           _qkv_from_full_eager_forward(student, -1, batch), batch["attention_mask"], 4)
+    torch.testing.assert_close(loss.detach(), expected, rtol=1e-4, atol=1e-6)
+
 def test_layers_above_and_lm_head_never_run_and_no_attention_maps(tokenizer):
     teacher, student = _masked_lm(len(tokenizer), seed=0), _masked_lm(len(tokenizer), 32, 4, 3, seed=1)
     fired: list[str] = []

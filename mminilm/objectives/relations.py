@@ -85,9 +85,10 @@ def relation_kl(teacher_left: torch.Tensor, teacher_right: torch.Tensor, student
                 path: str = DEFAULT_RELATION_KL) -> torch.Tensor:
     """KL(teacher ‖ student) of one relation, mean over heads and real query tokens.
 
-    "fused" never materialises the (batch, heads, seq, seq) maps (see fused_relation.py): use it
-    when memory limits the batch; "reference" (default, faster on CPU) is the plain composition of
-    `relation_log_probs` and `masked_relation_kl`, the definition the fused path is tested against.
+    "fused" (default) never materialises the (batch, heads, seq, seq) maps and forms the gradient in
+    the same pass (see fused_relation.py: at 8 x 12 x 512, ~0.15x the memory and under half the time);
+    "reference" is the plain composition of `relation_log_probs` and `masked_relation_kl`, the
+    definition the fused path is tested against.
     """
     if path == "fused":
         from mminilm.objectives.fused_relation import chunked_relation_kl
