@@ -13,59 +13,16 @@ import random
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mminilm.cli import REQUIRED, option
-from mminilm.training import PRECISIONS
 from mminilm.training.precision import autocast_context
 from mminilm.training.schedule import adamw_without_decay_on_norms, linear_warmup_decay
 
-
-@dataclass
-class FinetuneSettings:
-    epochs: float = 2.0
-    batch_size: int = 32
-    lr: float = 2e-5
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    max_grad_norm: float = 1.0
-    seed: int = 42
-    precision: str = "auto"
-    log_every: int = 10
-    # English-only updates move only the English rows of the word-embedding matrix, pulling them
-    # away from the other languages' rows that zero-shot transfer relies on; frozen, every
-    # language keeps the alignment it had (and the step skips the largest matrix's optimiser work).
-    freeze_word_embeddings: bool = False
-
-
-@dataclass(kw_only=True)
-class TransferConfig:
-    """The options every zero-shot transfer CLI shares (eval.xnli, eval.mlqa); a task subclass adds
-    its own and overrides the task-specific defaults (lr, max_length, eval_batch_size)."""
-    model: str = option(REQUIRED, "transformers model dir (with its tokenizer)")
-    output_dir: str = option(REQUIRED, "writes OUT/TASK/report.json and predictions/")
-    data_dir: str | None = option(None, "shared data folder (default: $MMINILM_DATA)")
-    max_train_examples: int = option(0, "English training examples, 0 = all")
-    max_eval_examples: int = option(0, "first N test examples per language (pair), the same for every model; 0 = all")
-    epochs: float = option(FinetuneSettings.epochs, "fine-tuning epochs")
-    batch_size: int = option(FinetuneSettings.batch_size, "fine-tuning batch size")
-    eval_batch_size: int = option(64, "inference batch size")
-    lr: float = option(FinetuneSettings.lr, "peak learning rate (linear warmup 10%, then decay)")
-    max_length: int = option(128, "tokens per example (window)")
-    seed: int = option(FinetuneSettings.seed, "seed for init and shuffling")
-    device: str = option("auto", "auto | cpu | cuda | cuda:N | mps")
-    precision: str = option(FinetuneSettings.precision, "autocast: auto = bf16 where supported", choices=PRECISIONS)
-    freeze_word_embeddings: bool = option(FinetuneSettings.freeze_word_embeddings,
-                                          "keep the word-embedding matrix fixed while fine-tuning on English")
-
-    def finetune_settings(self) -> "FinetuneSettings":
-        return FinetuneSettings(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, seed=self.seed,
-                                precision=self.precision, freeze_word_embeddings=self.freeze_word_embeddings)
+from .config import FinetuneSettings
 
 
 def seed_everything(seed: int) -> None:

@@ -14,7 +14,7 @@ import json
 import sys
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -23,31 +23,16 @@ import torch
 from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
 from mminilm.training.atomic import atomic_write_file
-from mminilm.cli import REQUIRED, option, parse_config
+from mminilm.cli import parse_config
 from mminilm.training.precision import resolve_device
 from mminilm.models.teacher import load_pretrained
 
 from mminilm.languages import MLQA_LANGUAGES
 
 from .data import data_root, flatten_squad, load_squad, require_model_dir
-from .finetune import TransferConfig, batched_forward, finetune, seed_everything
+from .config import MlqaConfig
+from .finetune import batched_forward, finetune, seed_everything
 from .mlqa_scoring import evaluate
-
-
-@dataclass(kw_only=True)
-class MlqaConfig(TransferConfig):
-    model: str = option(REQUIRED, "transformers model dir (with its fast tokenizer)")
-    output_dir: str = option(REQUIRED, "writes OUT/mlqa/report.json and predictions/")
-    languages: list[str] = option(list(MLQA_LANGUAGES), "context (= question) languages")
-    train_files: list[str] = option([], "English SQuAD v1.1-format training files (default: $MMINILM_DATA/qa_train_en/*.json)")
-    mlqa_dir: str | None = option(None, "dir of MLQA dev/test-context-*-question-*.json files")
-    gxlt: bool = option(False, "also the 7x7 generalized cross-lingual matrix")
-    lr: float = option(3e-5, "peak learning rate (linear warmup 10%, then decay)")
-    max_length: int = option(384, "tokens per window")
-    doc_stride: int = option(128, "overlap of consecutive windows, in tokens")
-    max_answer_length: int = option(30, "longest predicted answer, in tokens")
-    max_query_length: int = option(64, "questions are cut to this many tokens")
-    n_best: int = option(20, "start/end candidates per window")
 
 
 def clip_questions(tokenizer, records: list[dict[str, Any]], max_query_length: int) -> list[str]:

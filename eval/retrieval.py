@@ -32,18 +32,16 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 
 from mminilm.training.atomic import atomic_write_file
-from mminilm.cli import REQUIRED, option, parse_config
-from mminilm.training import PRECISIONS
+from mminilm.cli import parse_config
 from mminilm.training.precision import autocast_context, resolve_device
 from mminilm.languages import MLQA_LANGUAGES, XNLI_LANGUAGES
 from mminilm.models.teacher import load_pretrained
 
 from .data import NliExamples, data_root, flatten_squad, load_nli_tsv, load_squad, require_model_dir
+from .config import SOURCES, RetrievalConfig
 from .finetune import trim_padding
 
-SOURCES = {"xnli": "retrieval", "mlqa": "retrieval-mlqa"}  # sentence source -> task (output folder)
 PIVOT = "en"
-DEFAULT_MAX_SENTENCES = 1000  # per language; 1000 distinct XNLI premises take ~1 min per model on 2 CPU cores
 
 
 @dataclass
@@ -187,24 +185,6 @@ class RetrievalProbe:
             scores[lang] = top1_scores(vectors[: len(pairs)], vectors[len(pairs):])["accuracy"]
         return {"average": sum(scores.values()) / len(scores), "languages": scores,
                 "sentences": len(next(iter(self.pairs.values())))}
-
-
-@dataclass(kw_only=True)
-class RetrievalConfig:
-    model: str = option(REQUIRED, "transformers model dir (with its tokenizer)")
-    output_dir: str = option(REQUIRED, "writes OUT/retrieval[-mlqa]/report.json and predictions/")
-    languages: list[str] = option(list(XNLI_LANGUAGES), "languages paired with English")
-    sources: list[str] = option(list(SOURCES), "xnli: distinct XNLI test premises; mlqa: MLQA dev questions",
-                                choices=tuple(SOURCES))
-    layer: str = option("-1", "hidden_states index to pool (0 = embeddings, -1 = last), or 'all' (every layer in "
-                              "by_layer; the table shows the last)")
-    max_sentences: int = option(DEFAULT_MAX_SENTENCES, "first N aligned pairs per language, the same for every "
-                                                       "model; 0 = all")
-    batch_size: int = option(64, "inference batch size")
-    max_length: int = option(128, "tokens per sentence")
-    data_dir: str | None = option(None, "shared data folder (default: $MMINILM_DATA)")
-    device: str = option("auto", "auto | cpu | cuda | cuda:N | mps")
-    precision: str = option("auto", "autocast: auto = bf16 where supported", choices=PRECISIONS)
 
 
 def parse_layers(value: str, num_layers: int) -> list[int]:

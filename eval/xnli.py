@@ -20,41 +20,22 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from mminilm.training.atomic import atomic_write_file
-from mminilm.cli import REQUIRED, option, parse_config
+from mminilm.cli import parse_config
 from mminilm.training.precision import resolve_device
 from mminilm.models.teacher import load_pretrained
 
 from mminilm.languages import XNLI_LANGUAGES
 
 from .data import NLI_LABELS, XNLI_DEV_SPLIT, NliExamples, data_root, load_nli_tsv, require_model_dir
-from .finetune import TransferConfig, batched_forward, finetune, seed_everything
-
-
-PROTOCOLS = ("auto", "standard", "offline", "xnli-dev-split")
-ENGLISH_TRAIN = {"xnli-dev": ("xnli/dev/en.tsv",), "xnli-dev+sick": ("xnli/dev/en.tsv", "nli_en/SICK.txt")}
-_STANDARD_ONLY = ("train_file", "dev_file", "test_file", "test_dir")
-
-
-@dataclass(kw_only=True)
-class XnliConfig(TransferConfig):
-    output_dir: str = option(REQUIRED, "writes OUT/xnli/report.json and predictions/")
-    languages: list[str] = option(list(XNLI_LANGUAGES), "test languages")
-    protocol: str = option("auto", "auto: standard when --train-file is given, else offline (see above)",
-                           choices=PROTOCOLS)
-    english_train: str = option("xnli-dev", "offline protocol: English NLI to fine-tune on", choices=tuple(ENGLISH_TRAIN))
-    train_file: str | None = option(None, "MNLI train TSV (standard protocol)")
-    dev_file: str | None = option(None, "XNLI dev TSV, English rows select the best epoch")
-    test_file: str | None = option(None, "XNLI-1.0 xnli.test.tsv (all languages)")
-    test_dir: str | None = option(None, "dir of per-language {lang}.tsv test files")
-    eval_batch_size: int = option(128, "inference batch size")
-    lr: float = option(2e-5, "peak learning rate (linear warmup 10%, then decay)")
+from .config import _STANDARD_ONLY, ENGLISH_TRAIN, PROTOCOLS, XnliConfig
+from .finetune import batched_forward, finetune, seed_everything
 
 
 def resolve_protocol(config: XnliConfig) -> str:

@@ -38,8 +38,8 @@ CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 RECIPES = ("xlmr_to_small", "teacher_assistant", "ablation")
 # Where the default of a CLI-backed knob lives, for `help`, `table` and the knobs bash reads itself.
 STAGE_CONFIGS = {"distill": "mminilm.training.config:TrainConfig", "pretrain": "mminilm.training.config:PretrainConfig",
-                 "xnli": "eval.xnli:XnliConfig", "mlqa": "eval.mlqa:MlqaConfig",
-                 "retrieval": "eval.retrieval:RetrievalConfig"}
+                 "xnli": "eval.config:XnliConfig", "mlqa": "eval.config:MlqaConfig",
+                 "retrieval": "eval.config:RetrievalConfig"}
 
 
 @dataclass(frozen=True)

@@ -86,12 +86,8 @@ def run_until_qkv(model: PreTrainedModel, layer_index: int, input_ids: torch.Ten
         attention.value.register_forward_hook(keep("value", stop=True)),
     ]
     base = getattr(model, "base_model", model)
-    # Packed blocks (the corpus packer's default) have no padding. Without a mask, SDPA may take a
-    # fused kernel that keeps no (batch, heads, seq, seq) attention weights for backward; with one,
-    # PyTorch's CPU SDPA runs the math kernel, which does (~100 MB per layer at 8 x 12 x 512).
-    model_mask = attention_mask if bool((attention_mask == 0).any()) else None
     try:
-        base(input_ids=input_ids, attention_mask=model_mask)
+        base(input_ids=input_ids, attention_mask=attention_mask)
     except _StopForward:
         pass
     finally:
