@@ -9,6 +9,7 @@ that its peak RSS (ru_maxrss) is its own. Prints JSON.
     python benchmarks/distill_step.py                 # realistic (XLM-R-base width, seq 512) + small
     python benchmarks/distill_step.py --shapes recipe # the recipe's student at batch 8 x 512
     python benchmarks/distill_step.py --shapes small  # quick
+    python benchmarks/distill_step.py --shapes scale_b2_t128 scale_b8_t128 scale_b2_t512 scale_b4_t512  # scaling
 """
 
 from __future__ import annotations
@@ -119,6 +120,10 @@ def _naive_step_fn(teacher, student, heads: int):
 
     return step
 
+
+# How step memory scales: the recipe_packed models at smaller batches and lengths (one timed step each).
+for _batch_size, _seq in ((2, 128), (8, 128), (2, 512), (4, 512)):
+    SHAPES[f"scale_b{_batch_size}_t{_seq}"] = dict(SHAPES["recipe_packed"], batch=_batch_size, seq=_seq, steps=1)
 
 VARIANTS = ("ours", "ours_reference", "naive")
 
