@@ -54,6 +54,7 @@ def test_layer_option_is_checked_against_the_model():
         parse_layers("last", 6)
 
 
+@pytest.mark.slow  # the real 12-layer teacher embeds 2 x 15 languages: an integration test
 def test_teacher_retrieves_translations_and_a_random_encoder_does_not(tmp_path, e5_dir, data_dir):
     config = RetrievalConfig(model=str(e5_dir), output_dir=str(tmp_path / "teacher"), languages=["en", "de", "sw"],
                              max_sentences=40, data_dir=str(data_dir), layer="all")

@@ -77,3 +77,12 @@ def test_bad_student_shapes_and_teacher_paths(tmp_path, teacher_dir):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="neither a transformers model"):
         load_teacher(str(tmp_path / "empty"))
+
+
+def test_teacher_lookup_cli_prints_a_local_dir_and_refuses_a_missing_path(teacher_dir, tmp_path, run_cli):
+    found = run_cli("mminilm.models.__main__", teacher_dir)
+    assert found.returncode == 0 and found.stdout.strip() == str(teacher_dir)
+    missing = run_cli("mminilm.models.__main__", tmp_path / "nope")
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "does not exist" in missing.stderr
+    empty = run_cli("mminilm.models.__main__", tmp_path)  # exists, but holds no model
+    assert empty.returncode == 2 and "neither a transformers model" in empty.stderr

