@@ -169,6 +169,11 @@ def run_variant(variant: str, shape_name: str) -> dict:
             "step_peak_above_weights_mb": (_resident_kb("VmHWM") - weights_kb) / 1024 if reset else None}
 
 
+def _ratio(a: float | None, b: float | None) -> float | None:
+    """a / b, or None when either step memory could not be measured (no peak reset on this kernel)."""
+    return a / b if a and b else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shapes", nargs="+", default=["realistic", "small"], choices=sorted(SHAPES))
@@ -190,14 +195,12 @@ def main() -> None:
             "shape": SHAPES[shape], **per_variant,
             "speedup": ours["tokens_per_s"] / naive["tokens_per_s"],
             "peak_memory_ratio": ours["peak_rss_mb"] / naive["peak_rss_mb"],
-            "step_memory_ratio": (ours["step_peak_above_weights_mb"] / naive["step_peak_above_weights_mb"]
-                                  if ours["step_peak_above_weights_mb"] and naive["step_peak_above_weights_mb"] else None),
+            "step_memory_ratio": _ratio(ours["step_peak_above_weights_mb"], naive["step_peak_above_weights_mb"]),
             "same_loss": abs(ours["loss"] - naive["loss"]) <= 1e-3 * max(1.0, abs(naive["loss"])),
             "ours_over_ours_reference": {
                 "speed": ours["tokens_per_s"] / per_variant["ours_reference"]["tokens_per_s"],
-                "step_memory": (ours["step_peak_above_weights_mb"] / per_variant["ours_reference"]["step_peak_above_weights_mb"]
-                                if ours["step_peak_above_weights_mb"] and per_variant["ours_reference"]["step_peak_above_weights_mb"]
-                                else None)},
+                "step_memory": _ratio(ours["step_peak_above_weights_mb"],
+                                      per_variant["ours_reference"]["step_peak_above_weights_mb"])},
         }
     print(json.dumps(results, indent=2))
 

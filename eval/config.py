@@ -60,7 +60,7 @@ class TransferConfig:
 
 PROTOCOLS = ("auto", "standard", "offline", "xnli-dev-split")
 ENGLISH_TRAIN = {"xnli-dev": ("xnli/dev/en.tsv",), "xnli-dev+sick": ("xnli/dev/en.tsv", "nli_en/SICK.txt")}
-_STANDARD_ONLY = ("train_file", "dev_file", "test_file", "test_dir")
+STANDARD_ONLY = ("train_file", "dev_file", "test_file", "test_dir")
 
 
 @dataclass(kw_only=True)

@@ -34,7 +34,7 @@ from mminilm.models.teacher import load_pretrained
 from mminilm.languages import XNLI_LANGUAGES
 
 from .data import NLI_LABELS, XNLI_DEV_SPLIT, NliExamples, data_root, load_nli_tsv, require_model_dir
-from .config import _STANDARD_ONLY, ENGLISH_TRAIN, PROTOCOLS, XnliConfig
+from .config import ENGLISH_TRAIN, PROTOCOLS, STANDARD_ONLY, XnliConfig
 from .finetune import batched_forward, finetune, seed_everything
 
 
@@ -48,7 +48,7 @@ def resolve_protocol(config: XnliConfig) -> str:
     if protocol == "auto":
         protocol = "standard" if config.train_file else "offline"
     if protocol != "standard":
-        given = [name for name in _STANDARD_ONLY if getattr(config, name)]
+        given = [name for name in STANDARD_ONLY if getattr(config, name)]
         if given:
             flags = ", ".join("--" + name.replace("_", "-") for name in given)
             raise ValueError(f"{flags} belong(s) to --protocol standard (MNLI train + XNLI dev/test files); the "

@@ -25,6 +25,7 @@ from mminilm.models.student import save_student
 from mminilm.models.tokenizer import train_xlmr_tokenizer
 from mminilm.training.trainer import train
 
+
 def pretrain(config: PretrainConfig) -> Path:
     output = Path(config.output_dir)
     files = discover_languages(config.corpus, config.languages)  # clear error before any work

@@ -16,7 +16,9 @@ import math
 
 import torch
 
-DEFAULT_CHUNK = 24  # query rows per chunk; 16-32 measured at 8x12x512 on 2 CPU cores: 24 gave ~0.15x the reference's peak memory at ~0.5x its time (README)
+# Query rows per chunk. 16, 24 and 32 measured at 8x12x512 on 2 CPU cores: 24 gave ~0.15x the
+# reference's peak memory at under half its time (README, benchmarks/relation_loss.py).
+DEFAULT_CHUNK = 24
 
 
 def _heads(states: torch.Tensor, num_heads: int) -> torch.Tensor:
@@ -70,9 +72,9 @@ class ChunkedRelationKL(torch.autograd.Function):
             teacher_probs = teacher.exp()
             log_ratio = teacher.sub_(student)  # in place: the teacher's log-probabilities are not needed again
             # sum over keys of p_t · (log p_t − log p_s), as a (1 x T)·(T x 1) product: no full-size temporary
-            kl = torch.matmul(teacher_probs.unsqueeze(-2), log_ratio.unsqueeze(-1)).view(kl_shape(teacher_probs))
+            kl = torch.matmul(teacher_probs.unsqueeze(-2), log_ratio.unsqueeze(-1)).view(teacher_probs.shape[:-1])
             total += (kl * query[:, None, rows]).sum()
-            del log_ratio, teacher
+            del teacher, log_ratio  # one tensor (modified in place): freed before the gradient's
             if want_grad:  # d KL / d student-scores = (softmax(s) − p_teacher) on real query rows, in place
                 grad_scores = student.exp_().sub_(teacher_probs).mul_(query[:, None, rows, None] * grad_scale)
                 grad_left[:, :, rows] = torch.matmul(grad_scores, s_right)
@@ -88,10 +90,6 @@ class ChunkedRelationKL(torch.autograd.Function):
         del ctx.grads  # the graph is freed after backward; so are these
         return (None, None, (grad_left * grad_output).to(grad_left.dtype), (grad_right * grad_output).to(grad_right.dtype),
                 None, None, None, None)
-
-
-def kl_shape(probs: torch.Tensor) -> tuple[int, ...]:
-    return tuple(probs.shape[:-1])  # (batch, heads, rows)
 
 
 def _merged(grad: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -79,7 +79,6 @@ def masked_relation_kl(
     return (kl_per_token * query_mask).sum() / num_real
 
 
-
 def relation_kl(teacher_left: torch.Tensor, teacher_right: torch.Tensor, student_left: torch.Tensor,
                 student_right: torch.Tensor, attention_mask: torch.Tensor, num_heads: int,
                 path: str = DEFAULT_RELATION_KL) -> torch.Tensor:
