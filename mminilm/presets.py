@@ -72,6 +72,10 @@ KNOBS: dict[str, Knob] = {
     "RELATIONS": _k("MiniLM relations (attention = the ablation)", "distill --relations"),
     "TEACHER_LAYER": _k("teacher layer to distil (-1 = last; upper-middle for large teachers with v2)",
                         "distill --teacher-layer"),
+    "DISTIL_LAYERS": _k("last (one layer pair, the papers) or uniform (every student layer mimics the teacher layer "
+                        "it was copied from)", "distill --distil-layers"),
+    "HIDDEN_WEIGHT": _k("weight of the hidden-state MSE at the distilled layers (0 = relations only)",
+                        "distill --hidden-weight"),
     "RELATION_HEADS": _k("MiniLMv2 relation heads (0 = the teacher's heads)", "distill --relation-heads"),
     "STUDENT_LAYERS": _k("student layers", "distill --student-layers", "student --student-layers"),
     "STUDENT_HIDDEN": _k("student hidden size", "distill --student-hidden", "student --student-hidden"),

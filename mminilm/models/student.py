@@ -14,7 +14,7 @@ from transformers import AutoConfig, AutoModelForMaskedLM, PretrainedConfig, Pre
 from mminilm.training.atomic import atomic_write_dir
 from mminilm.models import STUDENT_INITS
 from mminilm.objectives.mlm import masked_lm_head
-from mminilm.objectives.qkv_capture import encoder_layers
+from mminilm.objectives.qkv_capture import encoder_layers, evenly_spaced_layers
 
 
 DISTILLATION_FILE = "distillation.json"  # how a saved student was made; plain transformers ignores it
@@ -26,9 +26,8 @@ class StudentConfig:
     needs the teacher's head count.
 
     init="random" is the MiniLM papers' setting. init="teacher" (DistilBERT-style) copies the
-    embeddings and an evenly spaced subset of the teacher's layers — every k-th, k = teacher
-    layers // student layers, taking layers k-1, 2k-1, ..., so the last teacher layer is kept —
-    when the widths match: a warm start worth most of the budget on a small machine.
+    embeddings and an evenly spaced subset of the teacher's layers (`evenly_spaced_layers`: every
+    k-th, so the last teacher layer is kept) when the widths match: a warm start worth most of the budget on a small machine.
     """
 
     num_layers: int = 12
@@ -93,12 +92,11 @@ def _copy_teacher_layers(teacher: PreTrainedModel, student: PreTrainedModel, con
     teacher_layers, student_layers = encoder_layers(teacher), encoder_layers(student)
     if len(student_layers) > len(teacher_layers):
         raise ValueError("student init 'teacher' needs a student with at most as many layers as the teacher")
-    step = len(teacher_layers) // len(student_layers)
+    sources = evenly_spaced_layers(len(teacher_layers), len(student_layers))
     teacher_base, student_base = teacher.base_model, student.base_model
     student_base.embeddings.load_state_dict(teacher_base.embeddings.state_dict())
-    for student_index in range(len(student_layers)):
-        source = teacher_layers[(student_index + 1) * step - 1]
-        student_layers[student_index].load_state_dict(copy.deepcopy(source.state_dict()))
+    for student_layer, source in zip(student_layers, sources):
+        student_layer.load_state_dict(copy.deepcopy(teacher_layers[source].state_dict()))
     teacher_head, student_head = masked_lm_head(teacher), masked_lm_head(student)
     if teacher_head is not None and student_head is not None:
         student_head.load_state_dict(teacher_head.state_dict())

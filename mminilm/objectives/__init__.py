@@ -14,3 +14,8 @@ RELATION_KL_PATHS = ("reference", "fused")
 # cores 0.18x the reference path's peak memory and 0.45x its time (benchmarks/relation_loss.py,
 # README). reference: the plain definition, kept as the cross-check (--relation-kl reference).
 DEFAULT_RELATION_KL = "fused"
+LAYER_MAPS = ("last", "uniform")
+# last: one layer pair (the papers; --teacher-layer/--student-layer). uniform: every student layer
+# mimics the teacher layer it stands for (qkv_capture.evenly_spaced_layers, the layers that
+# student_init=teacher copies), TinyBERT-style layer-to-layer distillation.
+DEFAULT_LAYER_MAP = "last"

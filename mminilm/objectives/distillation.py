@@ -8,15 +8,17 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from mminilm.objectives.losses import MINILM_RELATIONS, minilm_relation_losses, minilmv2_relation_losses
-from mminilm.objectives.qkv_capture import resolve_layer_index, run_until_qkv
+from mminilm.objectives import DEFAULT_LAYER_MAP, LAYER_MAPS
+from mminilm.objectives.losses import (MINILM_RELATIONS, hidden_state_mse, minilm_relation_losses,
+                                       minilmv2_relation_losses)
+from mminilm.objectives.qkv_capture import encoder_layers, evenly_spaced_layers, resolve_layer_index, run_capturing
 from mminilm.objectives.relations import DEFAULT_RELATION_KL
 
 METHODS = ("minilm", "minilmv2")
 
 
 class SelfAttentionDistillation(nn.Module):
-    """Distil `teacher`'s self-attention knowledge of one layer into one layer of `student`.
+    """Distil `teacher`'s self-attention knowledge of one layer (or each of several) into `student`.
 
     MiniLM (v1) mimics the teacher's attention distributions and value relations and needs equal
     head counts; MiniLMv2 mimics Q-Q, K-K and V-V relations over `num_relation_heads` relation
@@ -31,6 +33,14 @@ class SelfAttentionDistillation(nn.Module):
         relations: MiniLM relations to use; ("attention",) is the attention-only ablation.
         relation_kl: "fused" (default: chunked, never materialises seq × seq maps) or "reference"
             (the plain definition).
+        layer_map: "last" (the papers: the one pair teacher_layer/student_layer) or "uniform":
+            student layer l mimics teacher layer `evenly_spaced_layers(...)[l]`, the layer a
+            teacher-initialised student copied there. Relation losses are averaged over the pairs,
+            so "last" and a single pair give the same number.
+        hidden_weight: > 0 adds this weight × the MSE between the pairs' output hidden states over
+            real tokens (TinyBERT's intermediate-layer term; a learned projection per pair when
+            widths differ). Why: the relation targets never reach the last layer's attention output
+            and FFN, which fine-tuning reads; the hidden term trains them.
     """
 
     def __init__(
@@ -43,17 +53,37 @@ class SelfAttentionDistillation(nn.Module):
         num_relation_heads: int | None = None,
         relations: Sequence[str] = MINILM_RELATIONS,
         relation_kl: str = DEFAULT_RELATION_KL,
+        layer_map: str = DEFAULT_LAYER_MAP,
+        hidden_weight: float = 0.0,
     ) -> None:
         super().__init__()
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        if layer_map not in LAYER_MAPS:
+            raise ValueError(f"layer_map must be one of {LAYER_MAPS}, got {layer_map!r}")
+        if hidden_weight < 0:
+            raise ValueError(f"hidden_weight must be >= 0, got {hidden_weight}")
         self.teacher = teacher
         self.student = student
         self.method = method
         self.relations = tuple(relations)
         self.relation_kl = relation_kl
-        self.teacher_layer = resolve_layer_index(teacher, teacher_layer, "teacher")
-        self.student_layer = resolve_layer_index(student, student_layer, "student")
+        if layer_map == "uniform":
+            if (teacher_layer, student_layer) != (-1, -1):
+                raise ValueError("layer_map 'uniform' pairs every student layer with its teacher layer; "
+                                 "teacher_layer/student_layer choose the one pair of layer_map 'last'")
+            student_depth = len(encoder_layers(student))
+            self.layer_pairs = list(zip(evenly_spaced_layers(len(encoder_layers(teacher)), student_depth),
+                                        range(student_depth)))
+        else:
+            self.layer_pairs = [(resolve_layer_index(teacher, teacher_layer, "teacher"),
+                                 resolve_layer_index(student, student_layer, "student"))]
+        self.teacher_layer, self.student_layer = self.layer_pairs[-1]
+        self.hidden_weight = hidden_weight
+        widths_differ = teacher.config.hidden_size != student.config.hidden_size
+        self.projections = nn.ModuleList(
+            nn.Linear(student.config.hidden_size, teacher.config.hidden_size) if widths_differ else nn.Identity()
+            for _ in self.layer_pairs) if hidden_weight > 0 else None
         teacher_hidden, student_hidden = teacher.config.hidden_size, student.config.hidden_size
         teacher_heads = teacher.config.num_attention_heads
         student_heads = student.config.num_attention_heads
@@ -92,13 +122,31 @@ class SelfAttentionDistillation(nn.Module):
         return sum(components.values())
 
     def relation_losses(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The loss of each relation (attention, value / query, key, value), before summing."""
+        """The loss of each relation (attention, value / query, key, value), before summing, each the
+        mean over the layer pairs; plus "hidden" (already weighted) when hidden_weight > 0."""
+        teacher_layers = [t for t, _ in self.layer_pairs]
+        student_layers = [s for _, s in self.layer_pairs]
+        outputs_wanted = self.hidden_weight > 0
         # no_grad, not inference_mode: inference tensors cannot enter the loss's autograd graph, and
         # cloning Q/K/V out of inference mode cost three (batch, seq, hidden) copies every step.
         with torch.no_grad():
-            teacher_qkv = run_until_qkv(self.teacher, self.teacher_layer, input_ids, attention_mask)
-        student_qkv = run_until_qkv(self.student, self.student_layer, input_ids, attention_mask)
-        if self.method == "minilm":
-            return minilm_relation_losses(teacher_qkv, student_qkv, attention_mask, self.num_heads, self.relations,
-                                          self.relation_kl)
-        return minilmv2_relation_losses(teacher_qkv, student_qkv, attention_mask, self.num_heads, self.relation_kl)
+            teacher_qkv, teacher_out = run_capturing(self.teacher, teacher_layers, teacher_layers if outputs_wanted else (),
+                                                     input_ids, attention_mask)
+        student_qkv, student_out = run_capturing(self.student, student_layers, student_layers if outputs_wanted else (),
+                                                 input_ids, attention_mask)
+        totals: dict[str, torch.Tensor] = {}
+        for t, s in self.layer_pairs:
+            if self.method == "minilm":
+                losses = minilm_relation_losses(teacher_qkv[t], student_qkv[s], attention_mask, self.num_heads,
+                                                self.relations, self.relation_kl)
+            else:
+                losses = minilmv2_relation_losses(teacher_qkv[t], student_qkv[s], attention_mask, self.num_heads,
+                                                  self.relation_kl)
+            for name, value in losses.items():
+                totals[name] = totals[name] + value if name in totals else value
+        components = {name: value / len(self.layer_pairs) for name, value in totals.items()}
+        if outputs_wanted:
+            mse = sum(hidden_state_mse(teacher_out[t], student_out[s], attention_mask, projection)
+                      for projection, (t, s) in zip(self.projections, self.layer_pairs))
+            components["hidden"] = self.hidden_weight * mse / len(self.layer_pairs)
+        return components

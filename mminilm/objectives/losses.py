@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from mminilm.objectives.relations import DEFAULT_RELATION_KL, relation_kl
 
@@ -101,3 +103,11 @@ def minilmv2_loss(
     head counts may differ.
     """
     return sum(minilmv2_relation_losses(teacher_qkv, student_qkv, attention_mask, num_relation_heads).values())
+
+
+def hidden_state_mse(teacher_hidden: torch.Tensor, student_hidden: torch.Tensor, attention_mask: torch.Tensor,
+                     projection: nn.Module) -> torch.Tensor:
+    """MSE between (batch, seq, hidden) states over real tokens, the student's through `projection`
+    (identity for equal widths, a learned linear map otherwise: TinyBERT)."""
+    real = attention_mask.bool()
+    return F.mse_loss(projection(student_hidden[real]).float(), teacher_hidden[real].detach().float())

@@ -1,14 +1,15 @@
-"""Capture one layer's Q/K/V projections and stop the forward pass right there.
+"""Capture the Q/K/V projections (and outputs) of chosen layers and stop the forward pass right there.
 
 Why not `output_attentions=True`: it forces eager attention in *every* layer, materialises
 (batch, heads, seq, seq) maps for all of them, and the model still runs the layers above and
-the LM head. Distillation needs only the Q, K and V projections of a single layer: we hook the
-three `nn.Linear` modules of that layer and abort the forward as soon as V is computed, so
-everything below keeps its fast (SDPA) attention and nothing above is computed.
+the LM head. Distillation needs only the Q, K and V projections of the distilled layers (and, for
+the hidden-state term, their outputs): we hook those modules and abort the forward as soon as the
+last of them is computed, so everything keeps its fast (SDPA) attention and nothing above runs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -41,6 +42,20 @@ def resolve_layer_index(model: PreTrainedModel, layer: int, role: str) -> int:
     return index
 
 
+def evenly_spaced_layers(teacher_layers: int, student_layers: int) -> list[int]:
+    """The teacher layer each student layer stands for: every k-th, k = teacher // student layers,
+    taking k-1, 2k-1, ..., so the last student layer stands for the last teacher layer when k divides.
+
+    One mapping for both uses: `student_init=teacher` copies these layers, and
+    `distil_layers=uniform` makes each student layer mimic the one it was copied from.
+    """
+    if not 0 < student_layers <= teacher_layers:
+        raise ValueError(f"a {student_layers}-layer student cannot stand for layers of a {teacher_layers}-layer teacher "
+                         "one to one: it needs 1..teacher layers")
+    step = teacher_layers // student_layers
+    return [(index + 1) * step - 1 for index in range(student_layers)]
+
+
 def _self_attention(layer: nn.Module) -> nn.Module:
     attention = getattr(getattr(layer, "attention", None), "self", None)
     if attention is None or not all(hasattr(attention, name) for name in ("query", "key", "value")):
@@ -70,21 +85,48 @@ def run_until_qkv(model: PreTrainedModel, layer_index: int, input_ids: torch.Ten
     Only the base model is called (no task/LM head). The forward is aborted by an exception from
     the V hook: layers above `layer_index`, and the attention/FFN of that layer itself, never run.
     """
-    attention = _self_attention(encoder_layers(model)[layer_index])
-    captured = CapturedQKV()
+    qkv, _ = run_capturing(model, [layer_index], (), input_ids, attention_mask)
+    return qkv[layer_index]
 
-    def keep(name: str, stop: bool):
+
+def run_capturing(model: PreTrainedModel, qkv_layers: Sequence[int], output_layers: Sequence[int],
+                  input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                  ) -> tuple[dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]], dict[int, torch.Tensor]]:
+    """One forward of `model`'s encoder that keeps the (q, k, v) of every layer in `qkv_layers`
+    and the output hidden states (batch, seq, hidden) of every layer in `output_layers`.
+
+    The forward stops as soon as the last thing asked for is captured, so nothing above it runs
+    (for a last-layer Q/K/V target, not even that layer's attention and FFN).
+    """
+    layers = encoder_layers(model)
+    qkv = {index: CapturedQKV() for index in qkv_layers}
+    outputs: dict[int, torch.Tensor] = {}
+    last_qkv = max(qkv_layers, default=-1)
+    last_output = max(output_layers, default=-1)
+    stop_at_v = last_qkv > last_output  # else the stop is the last requested layer output
+
+    def keep_projection(captured: CapturedQKV, name: str, stop: bool):
         def hook(_module: nn.Module, _inputs, output: torch.Tensor):
             setattr(captured, name, output)
             if stop:
                 raise _StopForward
         return hook
 
-    handles = [
-        attention.query.register_forward_hook(keep("query", stop=False)),
-        attention.key.register_forward_hook(keep("key", stop=False)),
-        attention.value.register_forward_hook(keep("value", stop=True)),
-    ]
+    def keep_output(index: int):
+        def hook(_module: nn.Module, _inputs, output):
+            outputs[index] = output[0] if isinstance(output, tuple) else output
+            if index == last_output and not stop_at_v:
+                raise _StopForward
+        return hook
+
+    handles = []
+    for index, captured in qkv.items():
+        attention = _self_attention(layers[index])
+        for name in ("query", "key", "value"):
+            stop = stop_at_v and name == "value" and index == last_qkv
+            handles.append(getattr(attention, name).register_forward_hook(keep_projection(captured, name, stop)))
+    for index in output_layers:
+        handles.append(layers[index].register_forward_hook(keep_output(index)))
     base = getattr(model, "base_model", model)
     try:
         base(input_ids=input_ids, attention_mask=attention_mask)
@@ -93,4 +135,7 @@ def run_until_qkv(model: PreTrainedModel, layer_index: int, input_ids: torch.Ten
     finally:
         for handle in handles:
             handle.remove()
-    return captured.as_tuple()
+    missing = [index for index in output_layers if index not in outputs]
+    if missing:
+        raise RuntimeError(f"layer outputs {missing} were not captured: the forward pass never reached them")
+    return {index: captured.as_tuple() for index, captured in qkv.items()}, outputs

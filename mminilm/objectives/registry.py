@@ -17,14 +17,13 @@ from __future__ import annotations
 import abc
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from mminilm.objectives.distillation import SelfAttentionDistillation
-from mminilm.objectives.losses import MINILM_RELATIONS
+from mminilm.objectives.losses import MINILM_RELATIONS, hidden_state_mse
 from mminilm.objectives.mlm import logit_kd_loss, mask_tokens, mlm_loss
-from mminilm.objectives import DEFAULT_RELATION_KL, OBJECTIVES
+from mminilm.objectives import DEFAULT_LAYER_MAP, DEFAULT_RELATION_KL, OBJECTIVES
 
 Components = dict[str, torch.Tensor]
 
@@ -50,9 +49,16 @@ class Objective(nn.Module, abc.ABC):
         return [p for p in self.parameters() if p.requires_grad]
 
     def extra_state(self) -> dict[str, torch.Tensor]:
-        """Trained parameters outside the student (saved in checkpoints beside the student)."""
-        return {name: tensor for name, tensor in self.state_dict().items()
-                if not name.startswith(("student.", "teacher."))}
+        """Trained parameters outside the student (saved in checkpoints beside the student).
+
+        The student and teacher are left out under every name they are registered under (an
+        inner module such as the distiller holds them too): a checkpoint must not carry a
+        second copy of either.
+        """
+        models = {id(model) for model in (self.student, self.teacher) if model is not None}
+        prefixes = tuple(f"{name}." for name, module in self.named_modules(remove_duplicate=False)
+                         if name and id(module) in models)
+        return {name: tensor for name, tensor in self.state_dict().items() if not name.startswith(prefixes)}
 
     @abc.abstractmethod
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, Components]:
@@ -62,11 +68,13 @@ class Objective(nn.Module, abc.ABC):
 class SelfAttentionObjective(Objective):
     def __init__(self, teacher: PreTrainedModel, student: PreTrainedModel, method: str, teacher_layer: int,
                  student_layer: int, relation_heads: int | None, relations: tuple[str, ...],
-                 relation_kl: str = DEFAULT_RELATION_KL) -> None:
+                 relation_kl: str = DEFAULT_RELATION_KL, layer_map: str = DEFAULT_LAYER_MAP,
+                 hidden_weight: float = 0.0) -> None:
         super().__init__(student, teacher)
         self.distiller = SelfAttentionDistillation(teacher, student, method=method, teacher_layer=teacher_layer,
                                                    student_layer=student_layer, num_relation_heads=relation_heads,
-                                                   relations=relations, relation_kl=relation_kl)
+                                                   relations=relations, relation_kl=relation_kl, layer_map=layer_map,
+                                                   hidden_weight=hidden_weight)
 
     def forward(self, input_ids, attention_mask):
         components = self.distiller.relation_losses(input_ids, attention_mask)
@@ -106,8 +114,7 @@ class HiddenStateObjective(Objective):
         with torch.no_grad():
             target = self.teacher.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         hidden = self.student.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        real = attention_mask.bool()
-        loss = F.mse_loss(self.projection(hidden[real]).float(), target[real].float())
+        loss = hidden_state_mse(target, hidden, attention_mask, self.projection)
         return loss, {"hidden_mse": loss.detach()}
 
 
@@ -115,15 +122,19 @@ def build_objective(name: str, student: PreTrainedModel, teacher: PreTrainedMode
                     tokenizer: PreTrainedTokenizerBase, generator: torch.Generator, *, teacher_layer: int = -1,
                     student_layer: int = -1, relation_heads: int | None = None,
                     relations: tuple[str, ...] = MINILM_RELATIONS, mlm_probability: float = 0.15,
-                    kd_temperature: float = 1.0, relation_kl: str = DEFAULT_RELATION_KL) -> Objective:
-    """The objective called `name` (one of OBJECTIVES)."""
+                    kd_temperature: float = 1.0, relation_kl: str = DEFAULT_RELATION_KL,
+                    layer_map: str = DEFAULT_LAYER_MAP, hidden_weight: float = 0.0) -> Objective:
+    """The objective called `name` (one of OBJECTIVES). layer_map and hidden_weight shape the
+    self-attention objectives only (see SelfAttentionDistillation)."""
     if name not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {name!r}")
     if name != "mlm" and teacher is None:
         raise ValueError(f"objective {name} needs a teacher")
     if name in ("minilm", "minilmv2"):
         return SelfAttentionObjective(teacher, student, name, teacher_layer, student_layer, relation_heads, relations,
-                                      relation_kl)
+                                      relation_kl, layer_map, hidden_weight)
+    if layer_map != DEFAULT_LAYER_MAP or hidden_weight:
+        raise ValueError(f"layer_map and hidden_weight shape minilm/minilmv2 only, not objective {name}")
     if name == "hidden":
         return HiddenStateObjective(teacher, student)
     return MaskedLMObjective(student, tokenizer, mlm_probability, generator,

@@ -22,7 +22,7 @@ from mminilm.cli import passed_on
 
 from mminilm.languages import XNLI_LANGUAGES
 from mminilm.models import STUDENT_INITS
-from mminilm.objectives import DEFAULT_RELATION_KL, OBJECTIVES, RELATION_KL_PATHS
+from mminilm.objectives import DEFAULT_LAYER_MAP, DEFAULT_RELATION_KL, LAYER_MAPS, OBJECTIVES, RELATION_KL_PATHS
 from mminilm.training import PRECISIONS
 
 
@@ -36,6 +36,11 @@ class TrainConfig:
     relations: str = _field("attention,value", "MiniLM relations: 'attention,value' (paper) or 'attention' (ablation)")
     teacher_layer: int = _field(-1, "teacher layer to distil (-1 = last; MiniLMv2 large teachers: an upper-middle one)")
     student_layer: int = _field(-1, "student layer that mimics it (-1 = last)")
+    distil_layers: str = _field(DEFAULT_LAYER_MAP, "last (the papers: the one pair --teacher-layer/--student-layer) | "
+                                "uniform (every student layer mimics the evenly spaced teacher layer that "
+                                "--student-init teacher copies into it, TinyBERT-style)", choices=LAYER_MAPS)
+    hidden_weight: float = _field(0.0, "minilm/minilmv2: add this weight x the MSE between the distilled layer pairs' "
+                                  "output hidden states (trains the last layer's FFN, which relations never reach; 0 = off)")
     relation_heads: int = _field(0, "MiniLMv2 relation heads (0 = the teacher's attention heads)")
     relation_kl: str = _field(DEFAULT_RELATION_KL, "fused (chunked over query rows, gradient in the same pass: never "
                               "materialises seq x seq maps; ~0.2x the memory, ~0.5x the time) | reference (the plain "
@@ -103,6 +108,13 @@ class TrainConfig:
         relations = tuple(r for r in self.relations.split(",") if r)
         if not relations or set(relations) - {"attention", "value"}:
             problems.append(f"--relations must be 'attention,value' or 'attention', got {self.relations!r}")
+        if self.hidden_weight < 0:
+            problems.append(f"--hidden-weight must be >= 0, got {self.hidden_weight}")
+        if (self.distil_layers != DEFAULT_LAYER_MAP or self.hidden_weight) and self.objective not in ("minilm", "minilmv2"):
+            problems.append(f"--distil-layers and --hidden-weight shape minilm/minilmv2, not --objective {self.objective}")
+        if self.distil_layers == "uniform" and (self.teacher_layer, self.student_layer) != (-1, -1):
+            problems.append("--distil-layers uniform pairs every student layer with its teacher layer; "
+                            "--teacher-layer/--student-layer choose the single pair of --distil-layers last")
         if self.probe_every < 0 or self.probe_sentences <= 0:
             problems.append("--probe-every must be >= 0 and --probe-sentences positive")
         if self.probe_every:

@@ -136,7 +136,8 @@ def setup(config: TrainConfig, context: DistributedContext) -> TrainingRun:
         config.objective, student, teacher, tokenizer, mask_generator, teacher_layer=config.teacher_layer,
         student_layer=config.student_layer, relation_heads=config.relation_heads or None,
         relations=tuple(r for r in config.relations.split(",") if r), mlm_probability=config.mlm_probability,
-        kd_temperature=config.kd_temperature, relation_kl=config.relation_kl).to(device)
+        kd_temperature=config.kd_temperature, relation_kl=config.relation_kl, layer_map=config.distil_layers,
+        hidden_weight=config.hidden_weight).to(device)
     optimizer = adamw_without_decay_on_norms(objective, config.lr, config.weight_decay, config.adam_beta2)
     scheduler = linear_warmup_decay(optimizer, config.warmup_steps, config.steps)
     dataset = CorpusDataset(config.corpus, tokenizer, config.languages, alpha=config.alpha, max_length=config.max_length,
