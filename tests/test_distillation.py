@@ -8,6 +8,7 @@ from transformers import XLMRobertaForMaskedLM, XLMRobertaModel
 
 from conftest import small_xlmr_config
 from mminilm import SelfAttentionDistillation, minilm_loss, minilmv2_loss
+from mminilm.objectives.qkv_capture import evenly_spaced_layers, run_capturing
 
 SENTENCES = ["Hello world, this is a test.", "Hallo Welt.", "Привет, мир! Как дела у тебя сегодня?", "你好世界"]
 
@@ -138,3 +139,77 @@ def test_clear_errors(tokenizer):
         SelfAttentionDistillation(teacher, _masked_lm(vocab, 32, 4, 2), student_layer=-3)
     with pytest.raises(ValueError, match="method must be one of"):
         SelfAttentionDistillation(teacher, _masked_lm(vocab, 32, 4, 2), method="tinybert")
+
+
+def test_run_capturing_stops_after_the_last_request_and_returns_real_layer_outputs(tokenizer):
+    model = _masked_lm(len(tokenizer), 32, 4, 3, seed=3).eval()
+    batch = tokenizer(SENTENCES, padding=True, return_tensors="pt")
+    ran: list[int] = []
+    for index, layer in enumerate(model.roberta.encoder.layer):
+        layer.register_forward_hook(lambda *_a, index=index: ran.append(index))
+    with torch.no_grad():
+        reference = model.roberta(**batch, output_hidden_states=True).hidden_states
+        ran.clear()
+        qkv, outputs = run_capturing(model, [0], [], batch["input_ids"], batch["attention_mask"])
+        assert ran == [] and set(qkv) == {0} and outputs == {}  # stopped at layer 0's V projection
+        qkv, outputs = run_capturing(model, [0, 1], [1], batch["input_ids"], batch["attention_mask"])
+    assert ran == [0, 1]  # layer 1's output was wanted: it ran to its end, layer 2 never ran
+    torch.testing.assert_close(outputs[1], reference[2])  # hidden_states[0] is the embedding output
+    assert len(qkv[1]) == 3 and qkv[1][0].shape == reference[1].shape
+
+
+def test_uniform_layer_pairs_match_each_student_layer_to_the_teacher_layer_it_was_copied_from(tokenizer):
+    """A student copied from every 2nd teacher layer, fed the teacher's own input to each layer,
+    would match exactly; here the mapping is checked on a student that is the teacher itself
+    (every relation and hidden term zero) and on the pairs a 2-layer student gets."""
+    teacher = _masked_lm(len(tokenizer), 32, 4, 4, seed=0)
+    twin = _masked_lm(len(tokenizer), 32, 4, 4, seed=9)
+    twin.load_state_dict(teacher.state_dict())
+    batch = tokenizer(SENTENCES, padding=True, return_tensors="pt")
+    same = SelfAttentionDistillation(teacher, twin, layer_map="uniform", hidden_weight=1.0).eval()
+    assert same.layer_pairs == [(0, 0), (1, 1), (2, 2), (3, 3)]
+    components = same.relation_losses(batch["input_ids"], batch["attention_mask"])
+    assert set(components) == {"attention", "value", "hidden"}
+    assert all(value.abs().item() < 1e-5 for value in components.values()), components
+    shallow = SelfAttentionDistillation(teacher, _masked_lm(len(tokenizer), 32, 4, 2, seed=1), layer_map="uniform")
+    assert shallow.layer_pairs == [(1, 0), (3, 1)]
+    assert evenly_spaced_layers(12, 6) == [1, 3, 5, 7, 9, 11] and evenly_spaced_layers(12, 4) == [2, 5, 8, 11]
+
+
+def test_one_pair_gives_the_same_loss_under_either_layer_map(tokenizer):
+    teacher, student = _masked_lm(len(tokenizer), 64, 4, 2, seed=0), _masked_lm(len(tokenizer), 32, 4, 1, seed=1)
+    batch = tokenizer(SENTENCES, padding=True, return_tensors="pt")
+    last = SelfAttentionDistillation(teacher, student, teacher_layer=1).eval()(batch["input_ids"], batch["attention_mask"])
+    # a 1-layer student under "uniform" is paired with the teacher's last layer: the same single pair
+    uniform = SelfAttentionDistillation(teacher, student, layer_map="uniform").eval()
+    assert uniform.layer_pairs == [(1, 0)]
+    torch.testing.assert_close(uniform(batch["input_ids"], batch["attention_mask"]), last)
+
+
+def test_hidden_weight_trains_the_last_layer_s_ffn_that_relations_never_reach(tokenizer):
+    teacher = _masked_lm(len(tokenizer), 64, 4, 2, seed=0)
+    batch = tokenizer(SENTENCES, padding=True, return_tensors="pt")
+    for weight in (0.0, 2.0):
+        student = _masked_lm(len(tokenizer), 32, 4, 2, seed=1)
+        distill = SelfAttentionDistillation(teacher, student, hidden_weight=weight).train()
+        distill(batch["input_ids"], batch["attention_mask"]).backward()
+        ffn = student.roberta.encoder.layer[-1].output.dense.weight.grad
+        if weight:
+            assert ffn is not None and ffn.abs().sum() > 0
+            assert set(distill.last_components) == {"attention", "value", "hidden"}
+            projection = distill.projections[0]  # widths 32 -> 64: a learned map, trained with the student
+            assert isinstance(projection, torch.nn.Linear) and projection.weight.grad.abs().sum() > 0
+        else:
+            assert ffn is None
+
+
+def test_layer_map_errors(tokenizer):
+    teacher = _masked_lm(len(tokenizer), 32, 4, 2)
+    with pytest.raises(ValueError, match="layer_map must be one of"):
+        SelfAttentionDistillation(teacher, _masked_lm(len(tokenizer), 32, 4, 1), layer_map="every")
+    with pytest.raises(ValueError, match="teacher_layer/student_layer choose the one pair"):
+        SelfAttentionDistillation(teacher, _masked_lm(len(tokenizer), 32, 4, 1), layer_map="uniform", teacher_layer=0)
+    with pytest.raises(ValueError, match="cannot stand for layers"):
+        SelfAttentionDistillation(teacher, _masked_lm(len(tokenizer), 32, 4, 3), layer_map="uniform")
+    with pytest.raises(ValueError, match="hidden_weight must be >= 0"):
+        SelfAttentionDistillation(teacher, _masked_lm(len(tokenizer), 32, 4, 1), hidden_weight=-1)

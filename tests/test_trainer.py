@@ -15,6 +15,7 @@ import pytest
 import torch
 from transformers import XLMRobertaForMaskedLM
 
+from mminilm.training.checkpoint import latest_checkpoint
 from mminilm.training.run_logging import read_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,6 +59,37 @@ def test_every_objective_trains_and_saves_a_student(tmp_path, teacher_dir, cc100
     assert (out / "model" / "config.json").is_file() and (out / "model" / "tokenizer.json").is_file()
     assert json.loads((out / "config.json").read_text())["objective"] == objective
     assert (out / "train.log").read_text().count("saved") == 1
+
+
+def test_layer_to_layer_distillation_trains_and_checkpoints_no_second_model_copy(tmp_path, teacher_dir, cc100_dir,
+                                                                                 run_cli):
+    """--distil-layers uniform --hidden-weight: every student layer has a target; the hidden term's
+    projections (student width 32, teacher 64) are the only objective state a checkpoint adds."""
+    out = tmp_path / "uniform"
+    extra = ["--distil-layers", "uniform", "--hidden-weight", "1"]
+    result = run_cli("mminilm.distill", *_args(teacher_dir, cc100_dir, out, steps=8, extra=extra))
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = read_jsonl(out / "train_log.jsonl")
+    assert set(log[0]["components"]) == {"attention", "value", "hidden"}
+    assert sum(r["loss"] for r in log[-3:]) < sum(r["loss"] for r in log[:3])
+    state = torch.load(latest_checkpoint(out / "checkpoints") / "trainer.pt", weights_only=False)
+    assert state["objective"] and all(name.startswith("distiller.projections.") for name in state["objective"])
+
+
+def test_a_run_saved_before_an_option_existed_resumes_under_its_default(tmp_path, teacher_dir, cc100_dir, run_cli):
+    out = tmp_path / "run"
+    assert run_cli("mminilm.distill", *_args(teacher_dir, cc100_dir, out, steps=4)).returncode == 0
+    saved = json.loads((out / "config.json").read_text())
+    for added_later in ("distil_layers", "hidden_weight"):
+        del saved[added_later]
+    (out / "config.json").write_text(json.dumps(saved))
+    changed = run_cli("mminilm.distill", *_args(teacher_dir, cc100_dir, out, steps=8,
+                                                extra=["--resume", "--hidden-weight", "1"]))
+    assert changed.returncode == 2 and "hidden_weight: 0.0 -> 1.0" in changed.stderr
+    resumed = run_cli("mminilm.distill", *_args(teacher_dir, cc100_dir, out, steps=8,
+                                                extra=["--resume", "--allow-config-change", "steps"]))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert [r["step"] for r in read_jsonl(out / "train_log.jsonl")] == list(range(1, 9))
 
 
 @pytest.mark.slow
@@ -148,3 +180,9 @@ def test_bad_options_fail_early_with_names(tmp_path, teacher_dir, cc100_dir, run
     assert result.returncode == 2 and "languages ['xx'] not found" in result.stderr
     result = run_cli("mminilm.distill", *_args(teacher_dir, cc100_dir, tmp_path / "o3", extra=["--student-heads", "2"]))
     assert result.returncode == 2 and "equal attention head counts" in result.stderr
+    result = run_cli("mminilm.distill", *_args(teacher_dir, cc100_dir, tmp_path / "o4",
+                                               extra=["--objective", "mlm", "--hidden-weight", "1"]))
+    assert result.returncode == 2 and "--hidden-weight shape minilm/minilmv2, not --objective mlm" in result.stderr
+    result = run_cli("mminilm.distill", *_args(teacher_dir, cc100_dir, tmp_path / "o5",
+                                               extra=["--distil-layers", "uniform", "--teacher-layer", "1"]))
+    assert result.returncode == 2 and "--distil-layers uniform pairs every student layer" in result.stderr

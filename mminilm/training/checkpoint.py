@@ -1,6 +1,6 @@
 """Atomic, resumable training checkpoints.
 
-Layout: `OUT/checkpoints/step-000100/` holds `trainer.pt` (student, optimizer, scheduler, step)
+Layout: `OUT/checkpoints/step-0000100/` holds `trainer.pt` (student, optimizer, scheduler, step)
 and one `rank{r}.pt` per process (its RNG states and data-stream position, which differ by
 rank); `OUT/checkpoints/latest` names the newest complete one. A checkpoint dir is assembled
 under a temporary name and renamed into place only when every rank has written its file, and

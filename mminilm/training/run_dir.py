@@ -6,7 +6,9 @@ A run directory holds exactly one training run. Three mechanisms keep it that wa
   holder's pid and host for the error message);
 - `OUT/config.json` is the run's configuration: resuming compares every field that changes the
   result with it and refuses a difference, listing the fields (a field that is safe to change,
-  e.g. `steps` to extend a run, can be allowed explicitly with --allow-config-change);
+  e.g. `steps` to extend a run, can be allowed explicitly with --allow-config-change). A field
+  the saved config lacks (an option added since) counts as its default: a new option's default
+  must reproduce what runs did before it existed;
 - an existing run (config, log, checkpoints or model) is never replaced without --overwrite.
 """
 
@@ -58,8 +60,11 @@ class RunLock:
             self.handle.close()
 
 
-def config_differences(saved: dict[str, Any], requested: dict[str, Any], allowed: set[str]) -> list[str]:
-    """'field: saved -> requested' for every result-changing field that differs."""
+def config_differences(saved: dict[str, Any], requested: dict[str, Any], allowed: set[str],
+                       defaults: dict[str, Any] | None = None) -> list[str]:
+    """'field: saved -> requested' for every result-changing field that differs; a field missing
+    from `saved` (added to the configuration after the run was saved) has its value in `defaults`."""
+    saved = {**(defaults or {}), **saved}
     differences = []
     for name in sorted(set(saved) | set(requested)):
         if name in NEUTRAL_FIELDS or name in allowed:
@@ -74,7 +79,7 @@ def existing_artifacts(output: Path) -> list[str]:
 
 
 def prepare_run_dir(output: Path, requested: dict[str, Any], resume: bool, overwrite: bool,
-                    allowed_changes: set[str]) -> None:
+                    allowed_changes: set[str], defaults: dict[str, Any] | None = None) -> None:
     """Refuse to mix runs; with --overwrite, remove the previous run's artifacts first.
 
     Called by the main process while it holds the lock.
@@ -98,7 +103,7 @@ def prepare_run_dir(output: Path, requested: dict[str, Any], resume: bool, overw
         saved = json.loads(saved_path.read_text())
     except json.JSONDecodeError as error:
         raise RunDirectoryError(f"{saved_path} is not valid JSON ({error}); pass --overwrite to replace the run") from None
-    differences = config_differences(saved, requested, allowed_changes)
+    differences = config_differences(saved, requested, allowed_changes, defaults)
     if differences:
         raise RunDirectoryError(
             f"{output} was trained with another configuration ({'; '.join(differences)}). A run dir holds one "

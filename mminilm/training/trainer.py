@@ -98,7 +98,8 @@ def claim_run_dir(config: TrainConfig, context: DistributedContext) -> RunLock |
         output = Path(config.output_dir)
         lock = RunLock(output)
         try:
-            prepare_run_dir(output, asdict(config), config.resume, config.overwrite, set(config.allow_config_change))
+            prepare_run_dir(output, asdict(config), config.resume, config.overwrite, set(config.allow_config_change),
+                            defaults=asdict(type(config)()))
         except BaseException:
             lock.release()
             raise
