@@ -20,6 +20,7 @@ VARIANT_NAMES = {
     "minilm": "MiniLM (attention + value relation)",
     "attention": "attention distributions only",
     "minilmv2": "MiniLMv2 (Q-Q, K-K, V-V relations)",
+    "layerwise": "MiniLM at every layer pair + hidden MSE",
     "logit_kd": "logit KD (soft MLM logits)",
     "hidden": "hidden-state MSE (TinyBERT-style)",
     "mlm": "MLM only (no teacher)",

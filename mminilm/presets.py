@@ -74,8 +74,8 @@ KNOBS: dict[str, Knob] = {
                         "distill --teacher-layer"),
     "DISTIL_LAYERS": _k("last (one layer pair, the papers) or uniform (every student layer mimics the teacher layer "
                         "it was copied from)", "distill --distil-layers"),
-    "HIDDEN_WEIGHT": _k("weight of the hidden-state MSE at the distilled layers (0 = relations only)",
-                        "distill --hidden-weight"),
+    "HIDDEN_WEIGHT": _k("weight of the hidden-state MSE at the distilled layers (0 = relations only; "
+                        "ablation.sh: the layerwise row's)", "distill --hidden-weight", read=True),
     "RELATION_HEADS": _k("MiniLMv2 relation heads (0 = the teacher's heads)", "distill --relation-heads"),
     "STUDENT_LAYERS": _k("student layers", "distill --student-layers", "student --student-layers"),
     "STUDENT_HIDDEN": _k("student hidden size", "distill --student-hidden", "student --student-hidden"),
@@ -139,7 +139,8 @@ KNOBS: dict[str, Knob] = {
     "ASSISTANT_HEADS": _k("teacher assistant: heads", default="12"),
     "ASSISTANT_STEPS": _k("teacher_assistant.sh: stage-1 steps (unset: STEPS/2)"),
     "STUDENT_STEPS": _k("teacher_assistant.sh: stage-2 steps (unset: STEPS - ASSISTANT_STEPS)"),
-    "VARIANTS": _k("ablation.sh rows: minilm attention minilmv2 hidden logit_kd mlm ta none", default="minilm"),
+    "VARIANTS": _k("ablation.sh rows: minilm attention minilmv2 layerwise hidden logit_kd mlm ta none",
+                   default="minilm"),
     "SEEDS": _k("ablation.sh: seeds for every variant", default="1"),
     "REPEAT": _k("ablation.sh: extra runs variant:seed, to show the noise (empty: none)", default="minilm:2"),
     "RELATION_HEADS_V2": _k("ablation.sh: MiniLMv2 relation heads", default="12"),

@@ -11,9 +11,12 @@ Variants (VARIANTS): minilm (attention + value relation), attention (attention o
 (Q-Q/K-K/V-V, RELATION_HEADS_V2 relation heads), hidden (last-layer hidden-state MSE with a learned
 projection), logit_kd (soft MLM logits; teachers with an MLM head only), mlm (no teacher), ta (MiniLM
 through a teacher assistant; STEPS/2 + STEPS/2 steps, the same total), none (the student as
-initialised, no distillation: with STUDENT_INIT=teacher, what copying the teacher's layers alone gives).
+initialised, no distillation: with STUDENT_INIT=teacher, what copying the teacher's layers alone gives),
+layerwise (MiniLM at every student layer against the teacher layer it stands for, plus HIDDEN_WEIGHT x
+their hidden-state MSE).
 Presets: configs/ablation/{tiny,e5-small}.yaml (tiny is the default). Every knob of
-recipes/xlmr_to_small.sh applies to every row, except what defines a row (its objective/relations).
+recipes/xlmr_to_small.sh applies to every row, except what defines a row (its objective, relations
+and layer pairs: every row but layerwise distils the papers' single last-layer pair).
 Writes OUTPUT/ablation.md, ablation.json and ablation.png.
 Knobs (default, or the value of --preset when one is given):
 TXT
@@ -31,17 +34,21 @@ TEACHER_DIR="$(resolve_teacher "${OUTPUT}")"
 run_variant() {
   local variant="$1" run="${OUTPUT}/variants/$1/seed$2" model
   export SEED="$2"
+  local paper=(--distil-layers last --hidden-weight 0)  # one last-layer pair, whatever the preset says
   case "${variant}" in
-    minilm)    model="$(distill "${TEACHER_DIR}" "${run}" "${STEPS}" --objective minilm)" ;;
-    attention) model="$(distill "${TEACHER_DIR}" "${run}" "${STEPS}" --objective minilm --relations attention)" ;;
-    minilmv2)  model="$(distill "${TEACHER_DIR}" "${run}" "${STEPS}" --objective minilmv2 --relation-heads "${RELATION_HEADS_V2}")" ;;
-    hidden)    model="$(distill "${TEACHER_DIR}" "${run}" "${STEPS}" --objective hidden)" ;;
-    logit_kd)  model="$(distill "${TEACHER_DIR}" "${run}" "${STEPS}" --objective logit_kd)" ;;
-    mlm)       model="$(distill "${TEACHER_DIR}" "${run}" "${STEPS}" --objective mlm)" ;;
+    minilm)    model="$(distill "${TEACHER_DIR}" "${run}" "${STEPS}" --objective minilm "${paper[@]}")" ;;
+    attention) model="$(distill "${TEACHER_DIR}" "${run}" "${STEPS}" --objective minilm --relations attention "${paper[@]}")" ;;
+    minilmv2)  model="$(distill "${TEACHER_DIR}" "${run}" "${STEPS}" --objective minilmv2 --relation-heads "${RELATION_HEADS_V2}" "${paper[@]}")" ;;
+    layerwise) model="$(distill "${TEACHER_DIR}" "${run}" "${STEPS}" --objective minilm --distil-layers uniform \
+                 --hidden-weight "${HIDDEN_WEIGHT}")" ;;
+    hidden)    model="$(distill "${TEACHER_DIR}" "${run}" "${STEPS}" --objective hidden "${paper[@]}")" ;;
+    logit_kd)  model="$(distill "${TEACHER_DIR}" "${run}" "${STEPS}" --objective logit_kd "${paper[@]}")" ;;
+    mlm)       model="$(distill "${TEACHER_DIR}" "${run}" "${STEPS}" --objective mlm "${paper[@]}")" ;;
     ta)        local assistant
                assistant="$(distill "${TEACHER_DIR}" "${run}/assistant" $(( STEPS / 2 )) --objective minilm \
-                 --student-layers "${ASSISTANT_LAYERS}" --student-hidden "${ASSISTANT_HIDDEN}" --student-heads "${ASSISTANT_HEADS}")"
-               model="$(distill "${assistant}" "${run}" $(( STEPS - STEPS / 2 )) --objective minilm --teacher-layer -1)" ;;
+                 --student-layers "${ASSISTANT_LAYERS}" --student-hidden "${ASSISTANT_HIDDEN}" --student-heads "${ASSISTANT_HEADS}" \
+                 "${paper[@]}")"
+               model="$(distill "${assistant}" "${run}" $(( STEPS - STEPS / 2 )) --objective minilm --teacher-layer -1 "${paper[@]}")" ;;
     none)      model="${run}/model"
                args_for student  # the shape, init and seed the distilled rows get
                [[ -f "${model}/config.json" ]] || "${PYTHON}" -m mminilm.models.student "${STAGE_ARGS[@]}" --teacher "${TEACHER_DIR}" \

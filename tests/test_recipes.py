@@ -103,11 +103,13 @@ def test_help_lists_the_knobs_and_unknown_flags_are_refused():
 def test_ablation_smoke_all_variants_one_seed(tmp_path, data_dir):
     env = dict(os.environ, MMINILM_DATA=str(data_dir), OUTPUT=str(tmp_path / "ablation"), **SHORT, SEEDS="1",
                REPEAT="attention:2", ASSISTANT_LAYERS="1", ASSISTANT_HIDDEN="48", ASSISTANT_HEADS="4",
-               RELATION_HEADS_V2="8")
+               RELATION_HEADS_V2="8", VARIANTS="minilm attention minilmv2 layerwise logit_kd mlm ta",
+               DISTIL_LAYERS="uniform", HIDDEN_WEIGHT="2")  # only the layerwise row may take these
     result = _run("ablation.sh", env)
     assert result.returncode == 0, result.stderr[-4000:]
     table = json.loads((tmp_path / "ablation" / "ablation.json").read_text())
-    assert [row["variant"] for row in table["rows"]] == ["minilm", "attention", "minilmv2", "logit_kd", "mlm", "ta"]
+    assert [row["variant"] for row in table["rows"]] == ["minilm", "attention", "minilmv2", "layerwise", "logit_kd",
+                                                         "mlm", "ta"]
     for row in table["rows"]:
         assert 0 <= row["average"]["mean"] <= 100
         assert row["seeds"] == (["seed1", "seed2"] if row["variant"] == "attention" else ["seed1"])
@@ -119,6 +121,8 @@ def test_ablation_smoke_all_variants_one_seed(tmp_path, data_dir):
     configs = {row["variant"]: json.loads((tmp_path / "ablation" / "variants" / row["variant"] / "seed1" / "config.json").read_text())
                for row in table["rows"]}
     assert configs["attention"]["relations"] == "attention" and configs["minilmv2"]["relation_heads"] == 8
+    assert (configs["layerwise"]["distil_layers"], configs["layerwise"]["hidden_weight"]) == ("uniform", 2.0)
+    assert all((c["distil_layers"], c["hidden_weight"]) == ("last", 0.0) for v, c in configs.items() if v != "layerwise")
     assert configs["ta"]["steps"] + json.loads(
         (tmp_path / "ablation" / "variants" / "ta" / "seed1" / "assistant" / "config.json").read_text())["steps"] == 30
     assert len({c["steps"] for v, c in configs.items() if v != "ta"}) == 1  # equal compute for every row
