@@ -76,6 +76,8 @@ class XnliConfig(TransferConfig):
     test_dir: str | None = option(None, "dir of per-language {lang}.tsv test files")
     eval_batch_size: int = option(128, "inference batch size")
     lr: float = option(2e-5, "peak learning rate (linear warmup 10%, then decay)")
+    runs: int = option(1, "fine-tune this many times (seeds seed, seed+1, ...) and report the mean: on 2490 English "
+                          "pairs one run's average moves by about 2 points with the seed alone")
 
 
 @dataclass(kw_only=True)

@@ -127,7 +127,7 @@ def task_rows(student: dict[str, Any], teacher: dict[str, Any] | None, task: str
 
 
 FINE_TUNING_FIELDS = ("english_train", "epochs", "lr", "batch_size", "max_length", "max_train_examples", "seed",
-                      "freeze_word_embeddings")
+                      "runs", "freeze_word_embeddings")
 
 
 def fine_tuning_mismatch(student: dict, teacher: dict) -> list[str]:
@@ -140,6 +140,18 @@ def fine_tuning_mismatch(student: dict, teacher: dict) -> list[str]:
         return []
     return [f"> **Warning:** student and teacher were fine-tuned differently ({'; '.join(differing)}, student vs "
             "teacher): the retention column compares protocols as well as models."]
+
+
+def runs_note(student: dict, teacher: dict | None) -> str:
+    """', mean of N fine-tuning runs (...)' when the task was fine-tuned several times (eval.xnli
+    --runs): the spread between runs is what a single number would hide."""
+    if len(student.get("seeds", ())) < 2:
+        return ""
+    per_run = [f"student {' / '.join(f'{a:.1f}' for a in student['average_runs'])}"]
+    if teacher and teacher.get("average_runs"):
+        per_run.append(f"teacher {' / '.join(f'{a:.1f}' for a in teacher['average_runs'])}")
+    return (f", mean of {len(student['seeds'])} fine-tuning runs (seeds {' '.join(map(str, student['seeds']))}; "
+            f"average per run: {', '.join(per_run)})")
 
 
 def chance_warnings(rows: list[dict[str, Any]], task: str) -> list[str]:
@@ -284,6 +296,7 @@ def write_report(student_dir: str | os.PathLike, teacher_dir: str | os.PathLike 
             protocol += f", fine-tuned on {student['english_train']}"
         if student.get("config", {}).get("freeze_word_embeddings"):
             protocol += ", word embeddings frozen while fine-tuning"
+        protocol += runs_note(student, teacher)
         warnings = chance_warnings(rows, task) + (fine_tuning_mismatch(student, teacher) if teacher else [])
         report["tasks"][task]["warnings"] = warnings
         if task.startswith("retrieval"):

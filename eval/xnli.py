@@ -17,6 +17,7 @@ chosen protocol would not read are an error, never silently ignored.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -112,6 +113,8 @@ def _encode(tokenizer, examples: NliExamples, max_length: int, with_labels: bool
 def run_xnli(config: XnliConfig) -> dict:
     """Fine-tune on English, predict every language, write report.json and predictions/{lang}.jsonl."""
     protocol = resolve_protocol(config)
+    if config.runs < 1:
+        raise ValueError(f"--runs must be at least 1, got {config.runs}")
     unknown = sorted(set(config.languages) - set(XNLI_LANGUAGES))
     if unknown:
         raise ValueError(f"--languages {unknown} are not XNLI languages ({' '.join(XNLI_LANGUAGES)})")
@@ -124,12 +127,45 @@ def run_xnli(config: XnliConfig) -> dict:
     out = Path(config.output_dir) / "xnli"
     (out / "predictions").mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device)
-    seed_everything(config.seed)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    seeds = [config.seed + run for run in range(config.runs)]
+    started = time.time()
+    runs = [_fine_tune_and_test(config, model_dir, tokenizer, device, train, dev, tests, seed,
+                                out / ("train_log.jsonl" if run == 0 else f"train_log.seed{seed}.jsonl"))
+            for run, seed in enumerate(seeds)]
+    results = {}
+    for lang, examples in tests.items():
+        scores = [run["accuracy"][lang] for run in runs]
+        results[lang] = {"accuracy": sum(scores) / len(scores), "n": len(examples),
+                         **({"runs": scores} if len(runs) > 1 else {})}
+        # the first run's labels (what a single run writes); every run's when there are several
+        lines = "".join(json.dumps({"index": index, "prediction": NLI_LABELS[first],
+                                    **({"predictions": [NLI_LABELS[run["predictions"][lang][row]] for run in runs]}
+                                       if len(runs) > 1 else {})}) + "\n"
+                        for row, (index, first) in enumerate(zip(examples.indices, runs[0]["predictions"][lang])))
+        atomic_write_file(out / "predictions" / f"{lang}.jsonl", lambda tmp, text=lines: tmp.write_text(text))
+    averages = [sum(run["accuracy"].values()) / len(run["accuracy"]) for run in runs]
+    report = {
+        "task": "xnli", "model": str(model_dir), "protocol": protocol,
+        "english_train": config.english_train if protocol == "offline" else None,
+        "languages": results, "average": sum(averages) / len(averages),
+        **({"seeds": seeds, "average_runs": averages} if len(runs) > 1 else {}),
+        "train_examples": len(train), "final_train_loss": runs[-1]["final_train_loss"],
+        "train_seconds": sum(run["train_seconds"] for run in runs),
+        "eval_seconds": time.time() - started - sum(run["train_seconds"] for run in runs), "config": asdict(config),
+    }
+    atomic_write_file(out / "report.json", lambda tmp: tmp.write_text(json.dumps(report, indent=2) + "\n"))
+    return report
+
+
+def _fine_tune_and_test(config: XnliConfig, model_dir: Path, tokenizer, device: torch.device, train: NliExamples,
+                        dev: NliExamples | None, tests: dict[str, NliExamples], seed: int, log_path: Path) -> dict:
+    """One fine-tuning run from the saved model with `seed`, then accuracy and predictions per language."""
+    seed_everything(seed)
     model = load_pretrained(
         AutoModelForSequenceClassification, str(model_dir), "--model", num_labels=len(NLI_LABELS), id2label=dict(enumerate(NLI_LABELS)),
         label2id={label: i for i, label in enumerate(NLI_LABELS)})
-    settings = config.finetune_settings()
+    settings = dataclasses.replace(config.finetune_settings(), seed=seed)
 
     def accuracy(examples: NliExamples, description: str) -> tuple[float, list[int]]:
         features = _encode(tokenizer, examples, config.max_length, with_labels=False)
@@ -141,25 +177,14 @@ def run_xnli(config: XnliConfig) -> dict:
     select_on = (lambda _model: accuracy(dev, "xnli dev en")[0]) if dev is not None else None
     started = time.time()
     train_features = _encode(tokenizer, train, config.max_length, with_labels=True)
-    losses = finetune(model, train_features, settings, device, out / "train_log.jsonl", "xnli fine-tune (en)",
+    losses = finetune(model, train_features, settings, device, log_path, f"xnli fine-tune (en, seed {seed})",
                       select_on=select_on)
     train_seconds = time.time() - started
-    results = {}
+    scores, predictions = {}, {}
     for lang, examples in tests.items():
-        score, predictions = accuracy(examples, f"xnli test {lang}")
-        results[lang] = {"accuracy": score, "n": len(examples)}
-        lines = "".join(json.dumps({"index": index, "prediction": NLI_LABELS[p]}) + "\n"
-                        for index, p in zip(examples.indices, predictions))
-        atomic_write_file(out / "predictions" / f"{lang}.jsonl", lambda tmp, text=lines: tmp.write_text(text))
-    report = {
-        "task": "xnli", "model": str(model_dir), "protocol": protocol,
-        "english_train": config.english_train if protocol == "offline" else None,
-        "languages": results, "average": sum(r["accuracy"] for r in results.values()) / len(results),
-        "train_examples": len(train), "final_train_loss": losses[-1], "train_seconds": train_seconds,
-        "eval_seconds": time.time() - started - train_seconds, "config": asdict(config),
-    }
-    atomic_write_file(out / "report.json", lambda tmp: tmp.write_text(json.dumps(report, indent=2) + "\n"))
-    return report
+        scores[lang], predictions[lang] = accuracy(examples, f"xnli test {lang}")
+    return {"accuracy": scores, "predictions": predictions, "final_train_loss": losses[-1],
+            "train_seconds": train_seconds}
 
 
 def main(argv: list[str] | None = None) -> int:

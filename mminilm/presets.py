@@ -113,6 +113,8 @@ KNOBS: dict[str, Knob] = {
     "XNLI_PROTOCOL": _k("auto = standard with MNLI files, else offline", "xnli --protocol"),
     "XNLI_ENGLISH_TRAIN": _k("offline English NLI: xnli-dev or xnli-dev+sick", "xnli --english-train"),
     "XNLI_EPOCHS": _k("XNLI fine-tuning epochs", "xnli --epochs"),
+    "XNLI_RUNS": _k("XNLI fine-tuning runs per model (seeds SEED, SEED+1, ...); the report shows their mean",
+                    "xnli --runs"),
     "XNLI_MAX_TRAIN": _k("English training pairs (0 = all)", "xnli --max-train-examples"),
     "XNLI_MAX_EVAL": _k("first N test rows per language, the same for every model (0 = all)",
                         "xnli --max-eval-examples"),

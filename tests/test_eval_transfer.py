@@ -15,7 +15,7 @@ from conftest import small_xlmr_config
 from eval.data import flatten_squad, load_nli_tsv, load_squad
 from eval.efficiency import flops_per_token, model_cost
 from eval.mlqa import decode_answers, eval_features, train_features, usable_training_records
-from eval.report import task_rows
+from eval.report import task_rows, fine_tuning_mismatch, runs_note
 from eval.xnli import XnliConfig, load_splits, resolve_protocol
 from mminilm.languages import XNLI_LANGUAGES
 
@@ -252,3 +252,40 @@ def test_eval_cli_options_come_from_the_dataclass_with_yaml_below_flags(tmp_path
     with pytest.raises(SystemExit) as exit_info:
         parse_config(["--output-dir", "o"], XnliConfig)
     assert exit_info.value.code == 2 and "--model" in capsys.readouterr().err
+
+
+def test_xnli_runs_report_the_mean_of_runs_that_each_equal_a_single_seeded_run(tmp_path, data_dir, tiny_model_dirs,
+                                                                                 run_cli):
+    student_dir = tiny_model_dirs[0]
+    common = ["--model", student_dir, "--data-dir", data_dir, "--epochs", "1", "--lr", "1e-3", "--device", "cpu",
+              "--max-train-examples", "32", "--max-eval-examples", "24", "--languages", "en", "de",
+              "--max-length", "48", "--precision", "fp32"]
+    assert run_cli("eval.xnli", *common, "--output-dir", tmp_path / "two", "--runs", "2").returncode == 0
+    singles = []
+    for seed in (42, 43):
+        assert run_cli("eval.xnli", *common, "--output-dir", tmp_path / f"s{seed}", "--seed", seed).returncode == 0
+        singles.append(json.loads((tmp_path / f"s{seed}" / "xnli" / "report.json").read_text()))
+    two = json.loads((tmp_path / "two" / "xnli" / "report.json").read_text())
+    assert two["seeds"] == [42, 43] and "seeds" not in singles[0]
+    for lang in ("en", "de"):
+        runs = [single["languages"][lang]["accuracy"] for single in singles]
+        assert two["languages"][lang]["runs"] == runs
+        assert two["languages"][lang]["accuracy"] == pytest.approx(sum(runs) / 2)
+    assert two["average_runs"] == pytest.approx([single["average"] for single in singles])
+    assert two["average"] == pytest.approx(sum(two["average_runs"]) / 2)
+    lines = [json.loads(line) for line in (tmp_path / "two" / "xnli" / "predictions" / "de.jsonl").read_text().splitlines()]
+    first = [json.loads(line) for line in (tmp_path / "s42" / "xnli" / "predictions" / "de.jsonl").read_text().splitlines()]
+    assert [line["prediction"] for line in lines] == [line["prediction"] for line in first]
+    assert all(len(line["predictions"]) == 2 and line["predictions"][0] == line["prediction"] for line in lines)
+    assert any(line["predictions"][0] != line["predictions"][1] for line in lines)  # the seeds really differ
+    bad = run_cli("eval.xnli", *common, "--output-dir", tmp_path / "bad", "--runs", "0")
+    assert bad.returncode == 2 and "--runs must be at least 1" in bad.stderr
+
+
+def test_report_names_the_runs_behind_a_mean_and_warns_when_the_counts_differ():
+    student = {"seeds": [42, 43], "average_runs": [48.4, 50.8], "config": {"runs": 2}}
+    teacher = {"seeds": [42, 43], "average_runs": [60.0, 61.2], "config": {"runs": 2}}
+    assert runs_note(student, teacher) == (", mean of 2 fine-tuning runs (seeds 42 43; average per run: "
+                                           "student 48.4 / 50.8, teacher 60.0 / 61.2)")
+    assert runs_note({"config": {"runs": 1}}, None) == ""
+    assert "runs 2 vs 1" in fine_tuning_mismatch(student, {"config": {"runs": 1}})[0]
