@@ -79,12 +79,11 @@ class SelfAttentionDistillation(nn.Module):
             self.layer_pairs = [(resolve_layer_index(teacher, teacher_layer, "teacher"),
                                  resolve_layer_index(student, student_layer, "student"))]
         self.teacher_layer, self.student_layer = self.layer_pairs[-1]
-        self.hidden_weight = hidden_weight
-        widths_differ = teacher.config.hidden_size != student.config.hidden_size
-        self.projections = nn.ModuleList(
-            nn.Linear(student.config.hidden_size, teacher.config.hidden_size) if widths_differ else nn.Identity()
-            for _ in self.layer_pairs) if hidden_weight > 0 else None
         teacher_hidden, student_hidden = teacher.config.hidden_size, student.config.hidden_size
+        self.hidden_weight = hidden_weight
+        self.projections = nn.ModuleList(
+            nn.Identity() if student_hidden == teacher_hidden else nn.Linear(student_hidden, teacher_hidden)
+            for _ in self.layer_pairs) if hidden_weight > 0 else None
         teacher_heads = teacher.config.num_attention_heads
         student_heads = student.config.num_attention_heads
         if method == "minilm":
