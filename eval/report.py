@@ -96,8 +96,10 @@ def provenance(model_dir: str) -> list[str]:
     distillation = directory / DISTILLATION_FILE
     if distillation.is_file():
         record = json.loads(distillation.read_text())
-        notes.append(f"{record['objective']} from {record['teacher']}, student init {record['student_init']}, "
-                     f"{record['steps']} steps")
+        layers = {"uniform": ", every layer pair"}.get(record.get("distil_layers"), "")
+        hidden = f" + {record['hidden_weight']:g} x hidden-state MSE" if record.get("hidden_weight") else ""
+        notes.append(f"{record['objective']}{layers}{hidden} from {record['teacher']}, student init "
+                     f"{record['student_init']}, {record['steps']} steps")
     return notes
 
 

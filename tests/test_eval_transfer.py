@@ -289,3 +289,14 @@ def test_report_names_the_runs_behind_a_mean_and_warns_when_the_counts_differ():
                                            "student 48.4 / 50.8, teacher 60.0 / 61.2)")
     assert runs_note({"config": {"runs": 1}}, None) == ""
     assert "runs 2 vs 1" in fine_tuning_mismatch(student, {"config": {"runs": 1}})[0]
+
+
+def test_report_provenance_says_how_the_student_was_distilled(tmp_path):
+    from eval.report import provenance
+
+    record = {"objective": "minilm", "teacher": "t", "student_init": "teacher", "steps": 450}
+    (tmp_path / "distillation.json").write_text(json.dumps({**record, "distil_layers": "uniform", "hidden_weight": 5.0}))
+    assert provenance(str(tmp_path)) == ["minilm, every layer pair + 5 x hidden-state MSE from t, student init teacher, "
+                                         "450 steps"]
+    (tmp_path / "distillation.json").write_text(json.dumps(record))  # saved before the layer map existed
+    assert provenance(str(tmp_path)) == ["minilm from t, student init teacher, 450 steps"]

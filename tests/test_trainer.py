@@ -74,6 +74,8 @@ def test_layer_to_layer_distillation_trains_and_checkpoints_no_second_model_copy
     assert sum(r["loss"] for r in log[-3:]) < sum(r["loss"] for r in log[:3])
     state = torch.load(latest_checkpoint(out / "checkpoints") / "trainer.pt", weights_only=False)
     assert state["objective"] and all(name.startswith("distiller.projections.") for name in state["objective"])
+    made = json.loads((out / "model" / "distillation.json").read_text())
+    assert (made["distil_layers"], made["hidden_weight"]) == ("uniform", 1.0)
 
 
 def test_a_run_saved_before_an_option_existed_resumes_under_its_default(tmp_path, teacher_dir, cc100_dir, run_cli):

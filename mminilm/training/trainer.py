@@ -303,7 +303,8 @@ def train(config: TrainConfig) -> Path:
     if run.context.is_main:
         save_student(run.student, run.tokenizer, model_dir,
                      provenance={"objective": config.objective, "teacher": config.teacher or None,
-                                 "student_init": config.student_from or config.student_init, "steps": run.step})
+                                 "student_init": config.student_from or config.student_init, "steps": run.step,
+                                 "distil_layers": config.distil_layers, "hidden_weight": config.hidden_weight})
         summary = {"steps": run.step, "tokens_per_language": dict(run.tokens_seen), "wall_time_s": time.time() - started,
                    "model_dir": str(model_dir), "student_init": config.student_from or config.student_init,
                    "parameters": sum(p.numel() for p in run.student.parameters())}
