@@ -130,7 +130,11 @@ def run_xnli(config: XnliConfig) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     seeds = [config.seed + run for run in range(config.runs)]
     started = time.time()
-    runs = [_fine_tune_and_test(config, model_dir, tokenizer, device, train, dev, tests, seed,
+    # tokenized once, whatever the number of runs
+    train_features = _encode(tokenizer, train, config.max_length, with_labels=True)
+    encoded = {name: (examples, _encode(tokenizer, examples, config.max_length, with_labels=False))
+               for name, examples in ([("dev", dev)] if dev is not None else []) + list(tests.items())}
+    runs = [_fine_tune_and_test(config, model_dir, device, train_features, encoded, seed,
                                 out / ("train_log.jsonl" if run == 0 else f"train_log.seed{seed}.jsonl"))
             for run, seed in enumerate(seeds)]
     results = {}
@@ -158,31 +162,33 @@ def run_xnli(config: XnliConfig) -> dict:
     return report
 
 
-def _fine_tune_and_test(config: XnliConfig, model_dir: Path, tokenizer, device: torch.device, train: NliExamples,
-                        dev: NliExamples | None, tests: dict[str, NliExamples], seed: int, log_path: Path) -> dict:
-    """One fine-tuning run from the saved model with `seed`, then accuracy and predictions per language."""
+def _fine_tune_and_test(config: XnliConfig, model_dir: Path, device: torch.device,
+                        train_features: dict[str, torch.Tensor],
+                        encoded: dict[str, tuple[NliExamples, dict[str, torch.Tensor]]], seed: int,
+                        log_path: Path) -> dict:
+    """One fine-tuning run from the saved model with `seed`, then accuracy and predictions for every
+    test language of `encoded` (its "dev" entry, when present, selects the best epoch)."""
     seed_everything(seed)
     model = load_pretrained(
         AutoModelForSequenceClassification, str(model_dir), "--model", num_labels=len(NLI_LABELS), id2label=dict(enumerate(NLI_LABELS)),
         label2id={label: i for i, label in enumerate(NLI_LABELS)})
     settings = dataclasses.replace(config.finetune_settings(), seed=seed)
 
-    def accuracy(examples: NliExamples, description: str) -> tuple[float, list[int]]:
-        features = _encode(tokenizer, examples, config.max_length, with_labels=False)
+    def accuracy(name: str, description: str) -> tuple[float, list[int]]:
+        examples, features = encoded[name]
         (logits,) = batched_forward(model, features, config.eval_batch_size, device, config.precision, description)
         predictions = logits.argmax(dim=-1).tolist()
         correct = sum(int(p == g) for p, g in zip(predictions, examples.labels))
         return 100.0 * correct / max(1, len(examples)), predictions
 
-    select_on = (lambda _model: accuracy(dev, "xnli dev en")[0]) if dev is not None else None
+    select_on = (lambda _model: accuracy("dev", "xnli dev en")[0]) if "dev" in encoded else None
     started = time.time()
-    train_features = _encode(tokenizer, train, config.max_length, with_labels=True)
     losses = finetune(model, train_features, settings, device, log_path, f"xnli fine-tune (en, seed {seed})",
                       select_on=select_on)
     train_seconds = time.time() - started
     scores, predictions = {}, {}
-    for lang, examples in tests.items():
-        scores[lang], predictions[lang] = accuracy(examples, f"xnli test {lang}")
+    for lang in (name for name in encoded if name != "dev"):
+        scores[lang], predictions[lang] = accuracy(lang, f"xnli test {lang}")
     return {"accuracy": scores, "predictions": predictions, "final_train_loss": losses[-1],
             "train_seconds": train_seconds}
 
