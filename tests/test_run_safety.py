@@ -70,17 +70,29 @@ def test_resume_finds_the_newest_checkpoint_without_the_pointer(tmp_path, small_
 
 def test_two_runs_cannot_share_an_output_directory(tmp_path, small_teacher_dir, cc100_dir):
     out = tmp_path / "run"
-    first = subprocess.Popen([sys.executable, "-m", "mminilm.distill", *_args(small_teacher_dir, cc100_dir, out, steps=300)],
+    # The first run is given far more steps than it will ever take, so it is certainly still going while
+    # the second one starts, however fast the machine (a 300-step first run once finished first on CI).
+    first = subprocess.Popen([sys.executable, "-m", "mminilm.distill",
+                              *_args(small_teacher_dir, cc100_dir, out, steps=1_000_000)],
                              cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and not (out / "train_log.jsonl").is_file():
-        time.sleep(0.05)
-    second = _distill(_args(small_teacher_dir, cc100_dir, out, steps=300, extra=["--resume", "--lr", "1e-3"]))
-    assert first.poll() is None, "the first run must still be going for this test to mean anything"
-    assert second.returncode == 2 and "is in use by pid" in second.stderr
-    assert first.wait(timeout=600) == 0, first.stderr.read()[-2000:]
-    assert [r["step"] for r in read_jsonl(out / "train_log.jsonl")] == list(range(1, 301))
-    assert _config(out)["lr"] == 3e-3
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and not (out / "checkpoints" / "step-0000004").is_dir():
+            assert first.poll() is None, first.stderr.read()[-2000:]
+            time.sleep(0.05)
+        second = _distill(_args(small_teacher_dir, cc100_dir, out, steps=300, extra=["--resume", "--lr", "1e-3"]))
+        assert first.poll() is None, "the first run must still be going for this test to mean anything"
+        assert second.returncode == 2 and "is in use by pid" in second.stderr
+        assert "Traceback" not in second.stderr
+    finally:
+        first.kill()  # SIGKILL: the lock must go with the process, and the run must still resume
+        first.wait(timeout=60)
+    newest = max(int(p.name.removeprefix("step-")) for p in (out / "checkpoints").glob("step-*"))
+    resumed = _distill(_args(small_teacher_dir, cc100_dir, out, steps=newest + 4,
+                             extra=["--resume", "--allow-config-change", "steps"]))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert [r["step"] for r in read_jsonl(out / "train_log.jsonl")] == list(range(1, newest + 5))
+    assert _config(out)["lr"] == 3e-3  # the refused run changed nothing
 
 
 def test_a_non_finite_update_is_never_applied_or_checkpointed(tmp_path, small_teacher_dir, cc100_dir):
