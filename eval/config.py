@@ -13,6 +13,9 @@ from mminilm.languages import MLQA_LANGUAGES, XNLI_LANGUAGES
 from mminilm.training import PRECISIONS
 
 SOURCES = {"xnli": "retrieval", "mlqa": "retrieval-mlqa"}  # sentence source -> task (output folder)
+# An evaluation OUT already holds is reused when it was made with the same model and options, and
+# refused otherwise (eval.previous); this redoes it instead.
+OVERWRITE_HELP = "redo an evaluation OUT already holds even though it was made with other options or model files"
 DEFAULT_MAX_SENTENCES = 1000  # per language; 1000 distinct XNLI premises take ~1 min per model on 2 CPU cores
 
 
@@ -52,6 +55,7 @@ class TransferConfig:
     precision: str = option(FinetuneSettings.precision, "autocast: auto = bf16 where supported", choices=PRECISIONS)
     freeze_word_embeddings: bool = option(FinetuneSettings.freeze_word_embeddings,
                                           "keep the word-embedding matrix fixed while fine-tuning on English")
+    overwrite: bool = option(False, OVERWRITE_HELP)
 
     def finetune_settings(self) -> "FinetuneSettings":
         return FinetuneSettings(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, seed=self.seed,
@@ -112,3 +116,4 @@ class RetrievalConfig:
     data_dir: str | None = option(None, "shared data folder (default: $MMINILM_DATA)")
     device: str = option("auto", "auto | cpu | cuda | cuda:N | mps")
     precision: str = option("auto", "autocast: auto = bf16 where supported", choices=PRECISIONS)
+    overwrite: bool = option(False, OVERWRITE_HELP)

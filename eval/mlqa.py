@@ -33,6 +33,7 @@ from .data import data_root, flatten_squad, load_squad, require_model_dir
 from .config import MlqaConfig
 from .finetune import batched_forward, finetune, seed_everything
 from .mlqa_scoring import evaluate
+from .previous import FINGERPRINT_FIELD, model_fingerprint, previous_report
 
 
 def clip_questions(tokenizer, records: list[dict[str, Any]], max_query_length: int) -> list[str]:
@@ -130,6 +131,12 @@ def run_mlqa(config: MlqaConfig) -> dict:
         raise ValueError(f"--languages {unknown} are not MLQA languages ({' '.join(MLQA_LANGUAGES)})")
     model_dir = require_model_dir(config.model)
     check_window(config.max_length, config.doc_stride, config.max_query_length)
+    out = Path(config.output_dir) / "mlqa"
+    fingerprint = model_fingerprint(model_dir)
+    previous = previous_report(out, config, fingerprint)
+    if previous:
+        print(f"already evaluated: {out / 'report.json'} (same model and options)", file=sys.stderr)
+        return previous
     train_files = config.train_files or [str(p) for p in sorted((data_root(config.data_dir) / "qa_train_en").glob("*.json"))]
     if not train_files:
         raise FileNotFoundError("no English QA training files: pass --train-files (SQuAD v1.1 format)")
@@ -148,7 +155,6 @@ def run_mlqa(config: MlqaConfig) -> dict:
         raise ValueError(f"no usable answers in the QA training files {train_files}")
     if config.max_train_examples:
         records = records[: config.max_train_examples]
-    out = Path(config.output_dir) / "mlqa"
     (out / "predictions").mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device)
     seed_everything(config.seed)
@@ -186,7 +192,7 @@ def run_mlqa(config: MlqaConfig) -> dict:
         text = json.dumps(predictions, ensure_ascii=False, indent=1)
         atomic_write_file(out / "predictions" / f"{name}.json", lambda tmp, t=text: tmp.write_text(t, encoding="utf-8"))
     report = {
-        "task": "mlqa", "model": str(model_dir), "languages": results,
+        "task": "mlqa", "model": str(model_dir), FINGERPRINT_FIELD: fingerprint, "languages": results,
         "average": {"f1": float(np.mean([r["f1"] for r in results.values()])),
                     "exact_match": float(np.mean([r["exact_match"] for r in results.values()]))},
         "train_examples": len(records), "train_skipped": skipped, "train_features": int(len(features["input_ids"])),

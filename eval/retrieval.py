@@ -40,6 +40,7 @@ from mminilm.models.teacher import load_pretrained
 from .data import NliExamples, data_root, flatten_squad, load_nli_tsv, load_squad, require_model_dir
 from .config import SOURCES, RetrievalConfig
 from .finetune import trim_padding
+from .previous import FINGERPRINT_FIELD, model_fingerprint, previous_report
 
 PIVOT = "en"
 
@@ -207,16 +208,28 @@ def run_retrieval(config: RetrievalConfig) -> dict[str, dict]:
         raise ValueError(f"--sources {unknown}: expected some of {', '.join(SOURCES)}")
     model_dir = require_model_dir(config.model)
     root = data_root(config.data_dir)
+    fingerprint = model_fingerprint(model_dir)
+    reports, to_compute = {}, []
+    for source in config.sources:
+        if not retrieval_languages(source, config.languages):
+            continue
+        out = Path(config.output_dir) / SOURCES[source]
+        # each source has its own report, so one made by a run with other --sources is still this one
+        previous = previous_report(out, config, fingerprint, reusable=frozenset({"sources"}))
+        if previous:
+            print(f"already evaluated: {out / 'report.json'} (same model and options)", file=sys.stderr)
+            reports[SOURCES[source]] = previous
+        else:
+            to_compute.append(source)
+    if not to_compute:
+        return _at_least_one(reports, config)
     device = resolve_device(config.device)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     model = load_pretrained(AutoModel, str(model_dir), "--model").to(device)
     layers = parse_layers(config.layer, model.config.num_hidden_layers)
     reported_layer = layers[-1]  # the table's layer: the chosen one, or the last with --layer all
-    reports = {}
-    for source in config.sources:
+    for source in to_compute:
         languages = retrieval_languages(source, config.languages)
-        if not languages:
-            continue
         task = SOURCES[source]
         out = Path(config.output_dir) / task
         (out / "predictions").mkdir(parents=True, exist_ok=True)
@@ -238,7 +251,7 @@ def run_retrieval(config: RetrievalConfig) -> dict[str, dict]:
             atomic_write_file(out / "predictions" / f"{lang}.jsonl", lambda tmp, text=lines: tmp.write_text(text))
         report = {
             # the protocol names what must match between two models to compare them; the layer may differ
-            "task": task, "model": str(model_dir), "protocol": f"{source} sentences, en<->xx top-1, mean pooling, cosine",
+            "task": task, "model": str(model_dir), FINGERPRINT_FIELD: fingerprint, "protocol": f"{source} sentences, en<->xx top-1, mean pooling, cosine",
             "layers": model.config.num_hidden_layers,
             "source": source, "layer": reported_layer, "languages": results,
             "average": sum(r["accuracy"] for r in results.values()) / len(results),
@@ -247,6 +260,10 @@ def run_retrieval(config: RetrievalConfig) -> dict[str, dict]:
         }
         atomic_write_file(out / "report.json", lambda tmp, r=report: tmp.write_text(json.dumps(r, indent=2) + "\n"))
         reports[task] = report
+    return _at_least_one(reports, config)
+
+
+def _at_least_one(reports: dict[str, dict], config: RetrievalConfig) -> dict[str, dict]:
     if not reports:
         raise ValueError(f"--languages {' '.join(config.languages)}: none has aligned sentences besides English "
                          f"(xnli: {' '.join(XNLI_LANGUAGES)}; mlqa: {' '.join(MLQA_LANGUAGES)})")

@@ -13,6 +13,9 @@ Protocols:
   0-1244, test every language on dev rows 1245-2489.
 `auto` (default) picks `standard` when a training file is given, else `offline`. Files that the
 chosen protocol would not read are an error, never silently ignored.
+
+`--runs N` fine-tunes N times (seeds seed..seed+N-1) and reports the mean; an OUT that already
+holds runs of this model and configuration keeps them and fine-tunes only the missing seeds.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from mminilm.languages import XNLI_LANGUAGES
 from .data import NLI_LABELS, XNLI_DEV_SPLIT, NliExamples, data_root, load_nli_tsv, require_model_dir
 from .config import ENGLISH_TRAIN, PROTOCOLS, STANDARD_ONLY, XnliConfig
 from .finetune import batched_forward, finetune, seed_everything
+from .previous import FINGERPRINT_FIELD, model_fingerprint, previous_report
 
 
 def resolve_protocol(config: XnliConfig) -> str:
@@ -111,7 +115,10 @@ def _encode(tokenizer, examples: NliExamples, max_length: int, with_labels: bool
 
 
 def run_xnli(config: XnliConfig) -> dict:
-    """Fine-tune on English, predict every language, write report.json and predictions/{lang}.jsonl."""
+    """Fine-tune on English, predict every language, write report.json and predictions/{lang}.jsonl.
+
+    Runs OUT/xnli already holds with this model and configuration are kept (`eval.previous`): asking
+    for more `--runs` only fine-tunes the seeds that are missing."""
     protocol = resolve_protocol(config)
     if config.runs < 1:
         raise ValueError(f"--runs must be at least 1, got {config.runs}")
@@ -119,24 +126,39 @@ def run_xnli(config: XnliConfig) -> dict:
     if unknown:
         raise ValueError(f"--languages {unknown} are not XNLI languages ({' '.join(XNLI_LANGUAGES)})")
     model_dir = require_model_dir(config.model)
+    out = Path(config.output_dir) / "xnli"
+    fingerprint = model_fingerprint(model_dir)
+    previous = previous_report(out, config, fingerprint, reusable=frozenset({"runs"}))
+    seeds = [config.seed + run for run in range(config.runs)]
+    finished = saved_runs(out, previous) if previous else {}
+    if len(finished) > len(seeds):
+        raise ValueError(f"{out / 'report.json'} holds {len(finished)} runs (seeds {list(finished)}), more than "
+                         f"--runs {config.runs}: ask for --runs {len(finished)} to keep them, or --overwrite")
+    if previous and list(finished) == seeds:
+        print(f"already evaluated: {out / 'report.json'} (same model and options)", file=sys.stderr)
+        return previous
+    missing = [seed for seed in seeds if seed not in finished]
+    if finished:
+        print(f"{out / 'report.json'}: keeping the finished runs with seeds {[s for s in seeds if s in finished]}, "
+              f"fine-tuning seeds {missing}", file=sys.stderr)
     train, dev, tests = load_splits(config)
     if config.max_train_examples:
         train = train.select(0, config.max_train_examples)
     if config.max_eval_examples:
         tests = {lang: ex.select(0, config.max_eval_examples) for lang, ex in tests.items()}
-    out = Path(config.output_dir) / "xnli"
     (out / "predictions").mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    seeds = [config.seed + run for run in range(config.runs)]
     started = time.time()
-    # tokenized once, whatever the number of runs
-    train_features = _encode(tokenizer, train, config.max_length, with_labels=True)
-    encoded = {name: (examples, _encode(tokenizer, examples, config.max_length, with_labels=False))
-               for name, examples in ([("dev", dev)] if dev is not None else []) + list(tests.items())}
-    runs = [_fine_tune_and_test(config, model_dir, device, train_features, encoded, seed,
-                                out / ("train_log.jsonl" if run == 0 else f"train_log.seed{seed}.jsonl"))
-            for run, seed in enumerate(seeds)]
+    if missing:  # tokenized once, whatever the number of runs
+        train_features = _encode(tokenizer, train, config.max_length, with_labels=True)
+        encoded = {name: (examples, _encode(tokenizer, examples, config.max_length, with_labels=False))
+                   for name, examples in ([("dev", dev)] if dev is not None else []) + list(tests.items())}
+        for seed in missing:
+            finished[seed] = _fine_tune_and_test(
+                config, model_dir, device, train_features, encoded, seed,
+                out / ("train_log.jsonl" if seed == config.seed else f"train_log.seed{seed}.jsonl"))
+    runs = [finished[seed] for seed in seeds]
     results = {}
     for lang, examples in tests.items():
         scores = [run["accuracy"][lang] for run in runs]
@@ -149,17 +171,41 @@ def run_xnli(config: XnliConfig) -> dict:
                         for row, (index, first) in enumerate(zip(examples.indices, runs[0]["predictions"][lang])))
         atomic_write_file(out / "predictions" / f"{lang}.jsonl", lambda tmp, text=lines: tmp.write_text(text))
     averages = [sum(run["accuracy"].values()) / len(run["accuracy"]) for run in runs]
+    train_seconds = [run["train_seconds"] for run in runs]
     report = {
-        "task": "xnli", "model": str(model_dir), "protocol": protocol,
+        "task": "xnli", "model": str(model_dir), FINGERPRINT_FIELD: fingerprint, "protocol": protocol,
         "english_train": config.english_train if protocol == "offline" else None,
         "languages": results, "average": sum(averages) / len(averages),
         **({"seeds": seeds, "average_runs": averages} if len(runs) > 1 else {}),
         "train_examples": len(train), "final_train_loss": runs[-1]["final_train_loss"],
-        "train_seconds": sum(run["train_seconds"] for run in runs),
-        "eval_seconds": time.time() - started - sum(run["train_seconds"] for run in runs), "config": asdict(config),
+        "final_train_loss_runs": [run["final_train_loss"] for run in runs],
+        "train_seconds": sum(train_seconds), "train_seconds_runs": train_seconds,
+        "eval_seconds": time.time() - started - sum(train_seconds[seeds.index(seed)] for seed in missing),
+        "config": asdict(config),
     }
     atomic_write_file(out / "report.json", lambda tmp: tmp.write_text(json.dumps(report, indent=2) + "\n"))
     return report
+
+
+def saved_runs(out: Path, report: dict) -> dict[int, dict]:
+    """{seed: one run's accuracy, predictions, final loss and training time} read back from a report
+    and its predictions/ (reports that predate the per-run fields split what they have evenly)."""
+    seeds = report.get("seeds") or [report["config"]["seed"]]
+    losses = report.get("final_train_loss_runs") or [None] * (len(seeds) - 1) + [report.get("final_train_loss")]
+    seconds = report.get("train_seconds_runs") or [report.get("train_seconds", 0.0) / len(seeds)] * len(seeds)
+    runs = {seed: {"accuracy": {}, "predictions": {}, "final_train_loss": loss, "train_seconds": time_s}
+            for seed, loss, time_s in zip(seeds, losses, seconds)}
+    for lang, result in report["languages"].items():
+        path = out / "predictions" / f"{lang}.jsonl"
+        if not path.is_file():
+            raise ValueError(f"{path} is missing, so the runs in {out / 'report.json'} cannot be kept: --overwrite "
+                             "to redo them")
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        for slot, seed in enumerate(seeds):
+            runs[seed]["accuracy"][lang] = result.get("runs", [result["accuracy"]])[slot]
+            runs[seed]["predictions"][lang] = [NLI_LABELS.index(row.get("predictions", [row["prediction"]])[slot])
+                                               for row in rows]
+    return runs
 
 
 def _fine_tune_and_test(config: XnliConfig, model_dir: Path, device: torch.device,
