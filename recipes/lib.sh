@@ -96,16 +96,17 @@ distill() {
   echo "${out}/model"
 }
 
-# evaluate MODEL_DIR OUT_DIR: XNLI and/or MLQA zero-shot transfer
+# evaluate MODEL_DIR OUT_DIR: XNLI, MLQA and/or retrieval
 evaluate() {
   local model="$1" out="$2"
   for task in ${EVAL_TASKS}; do
-    if [[ -f "${out}/${task}/report.json" ]]; then log "already evaluated: ${out}/${task}"; continue; fi
+    # Always asks the CLI: it reuses a report made with the same model files and options (and keeps
+    # the finished XNLI runs when XNLI_RUNS grows), and refuses (exit 2) one made otherwise.
     log "evaluating ${model} on ${task}"
     case "${task}" in
       xnli|mlqa|retrieval) args_for "${task}"
             "${PYTHON}" -m "eval.${task}" "${STAGE_ARGS[@]}" --model "${model}" --output-dir "${out}" \
-              --data-dir "${EVAL_DATA}" >/dev/null ;;
+              --data-dir "${EVAL_DATA}" >/dev/null || exit $? ;;
       *) die "EVAL_TASKS: unknown task '${task}' (retrieval, xnli, mlqa)" ;;
     esac
   done

@@ -58,6 +58,15 @@ def test_tiny_preset_end_to_end(tmp_path, data_dir):
     # a second run finds everything done and only rewrites the report
     again = _run("xlmr_to_small.sh", env, "--preset", "tiny")
     assert again.returncode == 0 and "already trained" in again.stderr
+    assert again.stderr.count("already evaluated") == 8  # 4 reports (xnli, mlqa, 2 retrieval) x 2 models
+    # more XNLI runs: the finished seed is kept for both models, only seed 43 is fine-tuned
+    more = _run("xlmr_to_small.sh", dict(env, XNLI_RUNS="2"), "--preset", "tiny")
+    assert more.returncode == 0 and more.stderr.count("fine-tuning seeds [43]") == 2, more.stderr[-3000:]
+    assert json.loads((run / "eval" / "student" / "xnli" / "report.json").read_text())["seeds"] == [42, 43]
+    assert "mean of 2 fine-tuning runs" in (run / "report.md").read_text()
+    # an evaluation made with other options is refused, not returned as if it answered this one
+    other = _run("xlmr_to_small.sh", dict(env, XNLI_RUNS="2", XNLI_EPOCHS="2"), "--preset", "tiny")
+    assert other.returncode == 2 and "epochs: 1.0 -> 2.0" in other.stderr and "Traceback" not in other.stderr
     # the same OUTPUT with other knobs is refused, naming the fields, instead of returning the old model
     changed = _run("xlmr_to_small.sh", dict(env, LR="5e-4"), "--preset", "tiny")
     assert changed.returncode == 2 and "another configuration" in changed.stderr and "lr: 0.001 -> 0.0005" in changed.stderr
