@@ -72,5 +72,5 @@ def previous_report(task_dir: Path, config: Any, fingerprint: str, reusable: fro
         differences.append(f"the files of --model {config.model} changed since it was written")
     if differences:
         raise ValueError(f"{path} was made with another configuration ({'; '.join(differences)}): use another "
-                         "--output-dir, or --overwrite to redo it")
+                         "--output-dir, or --overwrite to redo it (recipes: REEVALUATE=1)")
     return report

@@ -109,6 +109,9 @@ KNOBS: dict[str, Knob] = {
     "EVAL_BATCH": _k("fine-tuning batch size, XNLI and MLQA", "xnli --batch-size", "mlqa --batch-size"),
     "FREEZE_WORD_EMBEDDINGS": _k("1 = keep the word embeddings fixed while fine-tuning on English",
                                  "xnli --freeze-word-embeddings", "mlqa --freeze-word-embeddings", boolean=True),
+    "REEVALUATE": _k("1 = redo every evaluation OUTPUT holds (needed when they were made with other options or "
+                     "model files: without it that is an error naming the fields)",
+                     "xnli --overwrite", "mlqa --overwrite", "retrieval --overwrite", boolean=True),
     "RETRIEVAL_SENTENCES": _k("aligned sentences per language for eval.retrieval", "retrieval --max-sentences"),
     "XNLI_PROTOCOL": _k("auto = standard with MNLI files, else offline", "xnli --protocol"),
     "XNLI_ENGLISH_TRAIN": _k("offline English NLI: xnli-dev or xnli-dev+sick", "xnli --english-train"),

@@ -67,6 +67,10 @@ def test_tiny_preset_end_to_end(tmp_path, data_dir):
     # an evaluation made with other options is refused, not returned as if it answered this one
     other = _run("xlmr_to_small.sh", dict(env, XNLI_RUNS="2", XNLI_EPOCHS="2"), "--preset", "tiny")
     assert other.returncode == 2 and "epochs: 1.0 -> 2.0" in other.stderr and "Traceback" not in other.stderr
+    redo = _run("xlmr_to_small.sh", dict(env, XNLI_EPOCHS="2", REEVALUATE="1"), "--preset", "tiny")
+    assert redo.returncode == 0, redo.stderr[-3000:]
+    redone = json.loads((run / "eval" / "teacher" / "xnli" / "report.json").read_text())
+    assert redone["config"]["epochs"] == 2.0 and "seeds" not in redone
     # the same OUTPUT with other knobs is refused, naming the fields, instead of returning the old model
     changed = _run("xlmr_to_small.sh", dict(env, LR="5e-4"), "--preset", "tiny")
     assert changed.returncode == 2 and "another configuration" in changed.stderr and "lr: 0.001 -> 0.0005" in changed.stderr
