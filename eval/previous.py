@@ -19,6 +19,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from mminilm.cli import default_of
 from mminilm.training.run_dir import config_differences
 
 from .data import data_root
@@ -63,11 +64,9 @@ def previous_report(task_dir: Path, config: Any, fingerprint: str, reusable: fro
     if config.overwrite or not path.is_file():
         return None
     report = json.loads(path.read_text())
-    defaults = {field.name: field.default if field.default_factory is dataclasses.MISSING else field.default_factory()
-                for field in dataclasses.fields(config)}
-    differences = config_differences(_comparable({**defaults, **report.get("config", {})}),
-                                     _comparable(dataclasses.asdict(config)),
-                                     allowed=NEUTRAL_EVAL_FIELDS | set(reusable))
+    differences = config_differences(_comparable(report.get("config", {})), _comparable(dataclasses.asdict(config)),
+                                     allowed=NEUTRAL_EVAL_FIELDS | set(reusable),
+                                     defaults={field.name: default_of(field) for field in dataclasses.fields(config)})
     if report.get(FINGERPRINT_FIELD, fingerprint) != fingerprint:
         differences.append(f"the files of --model {config.model} changed since it was written")
     if differences:

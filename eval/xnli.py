@@ -180,7 +180,7 @@ def run_xnli(config: XnliConfig) -> dict:
         "train_examples": len(train), "final_train_loss": runs[-1]["final_train_loss"],
         "final_train_loss_runs": [run["final_train_loss"] for run in runs],
         "train_seconds": sum(train_seconds), "train_seconds_runs": train_seconds,
-        "eval_seconds": time.time() - started - sum(train_seconds[seeds.index(seed)] for seed in missing),
+        "eval_seconds": time.time() - started - sum(finished[seed]["train_seconds"] for seed in missing),
         "config": asdict(config),
     }
     atomic_write_file(out / "report.json", lambda tmp: tmp.write_text(json.dumps(report, indent=2) + "\n"))
