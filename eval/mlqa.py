@@ -33,7 +33,7 @@ from .data import data_root, flatten_squad, load_squad, require_model_dir
 from .config import MlqaConfig
 from .finetune import batched_forward, finetune, seed_everything
 from .mlqa_scoring import evaluate
-from .previous import FINGERPRINT_FIELD, model_fingerprint, previous_report
+from .previous import FINGERPRINT_FIELD, PRECISION_FIELD, model_fingerprint, precision_used, previous_report
 
 
 def clip_questions(tokenizer, records: list[dict[str, Any]], max_query_length: int) -> list[str]:
@@ -132,8 +132,9 @@ def run_mlqa(config: MlqaConfig) -> dict:
     model_dir = require_model_dir(config.model)
     check_window(config.max_length, config.doc_stride, config.max_query_length)
     out = Path(config.output_dir) / "mlqa"
-    fingerprint = model_fingerprint(model_dir)
-    previous = previous_report(out, config, fingerprint)
+    fingerprint, device = model_fingerprint(model_dir), resolve_device(config.device)
+    precision = precision_used(device, config.precision)
+    previous = previous_report(out, config, fingerprint, precision)
     if previous:
         print(f"already evaluated: {out / 'report.json'} (same model and options)", file=sys.stderr)
         return previous
@@ -156,7 +157,6 @@ def run_mlqa(config: MlqaConfig) -> dict:
     if config.max_train_examples:
         records = records[: config.max_train_examples]
     (out / "predictions").mkdir(parents=True, exist_ok=True)
-    device = resolve_device(config.device)
     seed_everything(config.seed)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     if not tokenizer.is_fast:
@@ -192,7 +192,8 @@ def run_mlqa(config: MlqaConfig) -> dict:
         text = json.dumps(predictions, ensure_ascii=False, indent=1)
         atomic_write_file(out / "predictions" / f"{name}.json", lambda tmp, t=text: tmp.write_text(t, encoding="utf-8"))
     report = {
-        "task": "mlqa", "model": str(model_dir), FINGERPRINT_FIELD: fingerprint, "languages": results,
+        "task": "mlqa", "model": str(model_dir), FINGERPRINT_FIELD: fingerprint, PRECISION_FIELD: precision,
+        "languages": results,
         "average": {"f1": float(np.mean([r["f1"] for r in results.values()])),
                     "exact_match": float(np.mean([r["exact_match"] for r in results.values()]))},
         "train_examples": len(records), "train_skipped": skipped, "train_features": int(len(features["input_ids"])),

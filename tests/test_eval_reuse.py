@@ -10,6 +10,9 @@ import shutil
 import torch
 from transformers import AutoModelForMaskedLM
 
+from eval.previous import precision_used
+from mminilm.models.student import DISTILLATION_FILE
+
 from test_eval_transfer import tiny_model_dirs  # noqa: F401  (the fixture)
 
 
@@ -49,7 +52,7 @@ def test_xnli_keeps_finished_runs_and_fine_tunes_only_the_missing_seeds(tmp_path
 
     # a report written before fingerprints and --overwrite existed is trusted by the model's path
     saved = json.loads((out / "xnli" / "report.json").read_text())
-    del saved["model_fingerprint"], saved["config"]["overwrite"]
+    del saved["model_files_sha256"], saved["precision_used"], saved["config"]["overwrite"]
     (out / "xnli" / "report.json").write_text(json.dumps(saved))
     assert "already evaluated" in run_cli("eval.xnli", *common, "--output-dir", out, "--runs", "2").stderr
 
@@ -76,7 +79,7 @@ def test_a_different_model_saved_at_the_same_path_is_evaluated_again_only_when_a
         model.roberta.embeddings.word_embeddings.weight[5] += 1.0  # re-trained, saved at the same path
     model.save_pretrained(model_dir)
     refused = run_cli("eval.retrieval", *common, "--sources", "xnli")
-    assert refused.returncode == 2 and f"the files of --model {model_dir} changed" in refused.stderr
+    assert refused.returncode == 2 and f"the files of --model {model_dir} differ" in refused.stderr
     assert run_cli("eval.retrieval", *common, "--sources", "xnli", "--overwrite").returncode == 0
 
 
@@ -91,3 +94,40 @@ def test_mlqa_reuses_its_report_and_refuses_other_options(tmp_path, data_dir, ti
     changed = run_cli("eval.mlqa", *common, "--max-answer-length", "10")
     assert changed.returncode == 2 and "max_answer_length: 30 -> 10" in changed.stderr
     assert _files(tmp_path / "mlqa") == before
+
+
+def test_the_same_model_files_elsewhere_and_precision_auto_are_matched_by_what_they_are(tmp_path, data_dir,
+                                                                                         tiny_model_dirs, run_cli):
+    original = tmp_path / "runs" / "model"
+    shutil.copytree(tiny_model_dirs[0], original)
+    (original / DISTILLATION_FILE).write_text('{"seconds": 1.0}\n')
+    common = ["--output-dir", tmp_path / "eval", "--data-dir", data_dir, "--languages", "de", "--sources", "xnli",
+              "--max-sentences", "8", "--device", "cpu"]
+    assert run_cli("eval.retrieval", "--model", original, *common, "--precision", "fp32").returncode == 0
+    report = json.loads((tmp_path / "eval" / "retrieval" / "report.json").read_text())
+    assert report["precision_used"] == "fp32"
+
+    # the run dir moved, and a record beside the weights was rewritten: the same model
+    moved = tmp_path / "elsewhere" / "model"
+    shutil.move(original, moved)
+    (moved / DISTILLATION_FILE).write_text('{"seconds": 2.0}\n')
+    (moved / "notes.md").write_text("copied here\n")
+    again = run_cli("eval.retrieval", "--model", moved, *common, "--precision", "fp32")
+    assert again.returncode == 0 and "already evaluated" in again.stderr
+
+    # --precision auto: the same question where it resolves to fp32, another one where it means bf16
+    auto = run_cli("eval.retrieval", "--model", moved, *common, "--precision", "auto")
+    if precision_used(torch.device("cpu"), "auto") == "fp32":
+        assert auto.returncode == 0 and "already evaluated" in auto.stderr
+    else:
+        assert auto.returncode == 2 and "precision: fp32 -> bf16" in auto.stderr
+    bf16 = run_cli("eval.retrieval", "--model", moved, *common, "--precision", "bf16")
+    assert bf16.returncode == 2 and "precision: fp32 -> bf16 (--precision bf16 here)" in bf16.stderr
+
+    # a weight file differs: another model, even at the path the report names
+    model = AutoModelForMaskedLM.from_pretrained(moved)
+    with torch.no_grad():
+        model.roberta.embeddings.word_embeddings.weight[5] += 1.0
+    model.save_pretrained(moved)
+    changed = run_cli("eval.retrieval", "--model", moved, *common, "--precision", "fp32")
+    assert changed.returncode == 2 and "differ from those it was made with" in changed.stderr
