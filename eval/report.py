@@ -39,6 +39,14 @@ FALLBACK_SENTENCES = [
 CHANCE = {"xnli": 100.0 / 3}
 
 
+def retention(student: float, teacher: float, floor: float = 0.0) -> float | None:
+    """100 x (student - floor) / (teacher - floor): the share of the teacher's lead over `floor` the
+    student keeps. floor 0 is plain retention; floor = chance asks how much of what the teacher
+    learnt above guessing survived, which plain retention hides (a student at chance keeps 54% of a
+    61.8 teacher). None when the teacher has no lead over the floor."""
+    return 100.0 * (student - floor) / (teacher - floor) if teacher - floor > 1e-9 else None
+
+
 class ReportError(ValueError):
     """Inputs that cannot be compared honestly (different examples, a missing or corrupt report)."""
 
@@ -113,18 +121,18 @@ def task_rows(student: dict[str, Any], teacher: dict[str, Any] | None, task: str
         row = {"language": lang, "student": _score(entry, task), "n": entry["n"]}
         if teacher and lang in teacher["languages"]:
             row["teacher"] = _score(teacher["languages"][lang], task)
-            row["retention"] = 100.0 * row["student"] / row["teacher"] if row["teacher"] else None
+            row["retention"] = retention(row["student"], row["teacher"])
         rows.append(row)
     average = {"language": "average", "student": sum(r["student"] for r in rows) / len(rows), "n": sum(r["n"] for r in rows)}
     if teacher and all("teacher" in r for r in rows):
         average["teacher"] = sum(r["teacher"] for r in rows) / len(rows)
-        average["retention"] = 100.0 * average["student"] / average["teacher"] if average["teacher"] else None
+        average["retention"] = retention(average["student"], average["teacher"])
     rows.append(average)
     if task in CHANCE:
-        chance = CHANCE[task]
         for row in rows:
-            if "teacher" in row and row["teacher"] - chance > 1e-9:
-                row["retention_above_chance"] = 100.0 * (row["student"] - chance) / (row["teacher"] - chance)
+            above = retention(row["student"], row["teacher"], CHANCE[task]) if "teacher" in row else None
+            if above is not None:
+                row["retention_above_chance"] = above
     return rows
 
 

@@ -58,11 +58,14 @@ run_variant() {
   evaluate "${model}" "${run}/eval"
 }
 
-for seed in ${SEEDS}; do
-  for variant in ${VARIANTS}; do run_variant "${variant}" "${seed}"; done
-done
-for extra in ${REPEAT}; do run_variant "${extra%%:*}" "${extra##*:}"; done
+# The reference first, and the table rewritten after every row: a run of hours (the e5-small
+# preset on a CPU) shows what it has so far, and a stopped one resumes where it was.
 export SEED="${SEEDS%% *}"
 evaluate "${TEACHER_DIR}" "${OUTPUT}/teacher_eval"
-"${PYTHON}" -m eval.ablation "${OUTPUT}" --teacher-eval "${OUTPUT}/teacher_eval" >/dev/null
+table() { "${PYTHON}" -m eval.ablation "${OUTPUT}" --teacher-eval "${OUTPUT}/teacher_eval" "$@" >/dev/null; }
+for seed in ${SEEDS}; do
+  for variant in ${VARIANTS}; do run_variant "${variant}" "${seed}"; table --no-speed; done
+done
+for extra in ${REPEAT}; do run_variant "${extra%%:*}" "${extra##*:}"; table --no-speed; done
+table
 log "ablation done in $(( $(date +%s) - started )) s: ${OUTPUT}/ablation.md"
