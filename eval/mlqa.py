@@ -33,7 +33,7 @@ from .data import data_root, flatten_squad, load_squad, require_model_dir
 from .config import MlqaConfig
 from .finetune import batched_forward, finetune, seed_everything
 from .mlqa_scoring import evaluate
-from .previous import FINGERPRINT_FIELD, PRECISION_FIELD, model_fingerprint, precision_used, previous_report
+from .previous import computed_with, model_fingerprint, precision_used, previous_report
 
 
 def clip_questions(tokenizer, records: list[dict[str, Any]], max_query_length: int) -> list[str]:
@@ -192,7 +192,7 @@ def run_mlqa(config: MlqaConfig) -> dict:
         text = json.dumps(predictions, ensure_ascii=False, indent=1)
         atomic_write_file(out / "predictions" / f"{name}.json", lambda tmp, t=text: tmp.write_text(t, encoding="utf-8"))
     report = {
-        "task": "mlqa", "model": str(model_dir), FINGERPRINT_FIELD: fingerprint, PRECISION_FIELD: precision,
+        "task": "mlqa", "model": str(model_dir), **computed_with(fingerprint, precision),
         "languages": results,
         "average": {"f1": float(np.mean([r["f1"] for r in results.values()])),
                     "exact_match": float(np.mean([r["exact_match"] for r in results.values()]))},

@@ -79,6 +79,14 @@ def precision_used(device: torch.device, precision: str) -> str:
     return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[autocast_dtype(device, precision)]
 
 
+def computed_with(fingerprint: str, precision: str) -> dict[str, Any]:
+    """What every evaluation report records about how its numbers were computed: the model files and
+    the precision decide whether a later request may reuse it; the thread count only explains why two
+    identical requests differ slightly (a different summation order changes fine-tuning's rounding:
+    the e5 teacher scored 61.8 with one thread and 62.6 with two, same seed and rows)."""
+    return {FINGERPRINT_FIELD: fingerprint, PRECISION_FIELD: precision, "torch_threads": torch.get_num_threads()}
+
+
 def previous_report(task_dir: Path, config: Any, fingerprint: str, precision: str,
                     reusable: frozenset[str] = frozenset()) -> dict[str, Any] | None:
     """The report in `task_dir` when it was made with these model files (`fingerprint`), this

@@ -40,7 +40,7 @@ from mminilm.models.teacher import load_pretrained
 from .data import NliExamples, data_root, flatten_squad, load_nli_tsv, load_squad, require_model_dir
 from .config import SOURCES, RetrievalConfig
 from .finetune import trim_padding
-from .previous import FINGERPRINT_FIELD, PRECISION_FIELD, model_fingerprint, precision_used, previous_report
+from .previous import computed_with, model_fingerprint, precision_used, previous_report
 
 PIVOT = "en"
 
@@ -251,7 +251,7 @@ def run_retrieval(config: RetrievalConfig) -> dict[str, dict]:
             atomic_write_file(out / "predictions" / f"{lang}.jsonl", lambda tmp, text=lines: tmp.write_text(text))
         report = {
             # the protocol names what must match between two models to compare them; the layer may differ
-            "task": task, "model": str(model_dir), FINGERPRINT_FIELD: fingerprint, PRECISION_FIELD: precision,
+            "task": task, "model": str(model_dir), **computed_with(fingerprint, precision),
             "protocol": f"{source} sentences, en<->xx top-1, mean pooling, cosine",
             "layers": model.config.num_hidden_layers,
             "source": source, "layer": reported_layer, "languages": results,

@@ -40,7 +40,7 @@ from mminilm.languages import XNLI_LANGUAGES
 from .data import NLI_LABELS, XNLI_DEV_SPLIT, NliExamples, data_root, load_nli_tsv, require_model_dir
 from .config import ENGLISH_TRAIN, PROTOCOLS, STANDARD_ONLY, XnliConfig
 from .finetune import batched_forward, finetune, seed_everything
-from .previous import FINGERPRINT_FIELD, PRECISION_FIELD, model_fingerprint, precision_used, previous_report
+from .previous import computed_with, model_fingerprint, precision_used, previous_report
 
 
 def resolve_protocol(config: XnliConfig) -> str:
@@ -173,7 +173,7 @@ def run_xnli(config: XnliConfig) -> dict:
     averages = [sum(run["accuracy"].values()) / len(run["accuracy"]) for run in runs]
     train_seconds = [run["train_seconds"] for run in runs]
     report = {
-        "task": "xnli", "model": str(model_dir), FINGERPRINT_FIELD: fingerprint, PRECISION_FIELD: precision,
+        "task": "xnli", "model": str(model_dir), **computed_with(fingerprint, precision),
         "protocol": protocol,
         "english_train": config.english_train if protocol == "offline" else None,
         "languages": results, "average": sum(averages) / len(averages),

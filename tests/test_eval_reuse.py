@@ -105,7 +105,7 @@ def test_the_same_model_files_elsewhere_and_precision_auto_are_matched_by_what_t
               "--max-sentences", "8", "--device", "cpu"]
     assert run_cli("eval.retrieval", "--model", original, *common, "--precision", "fp32").returncode == 0
     report = json.loads((tmp_path / "eval" / "retrieval" / "report.json").read_text())
-    assert report["precision_used"] == "fp32"
+    assert report["precision_used"] == "fp32" and report["torch_threads"] == torch.get_num_threads()
 
     # the run dir moved, and a record beside the weights was rewritten: the same model
     moved = tmp_path / "elsewhere" / "model"
