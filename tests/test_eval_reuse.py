@@ -114,6 +114,9 @@ def test_the_same_model_files_elsewhere_and_precision_auto_are_matched_by_what_t
     (moved / "notes.md").write_text("copied here\n")
     again = run_cli("eval.retrieval", "--model", moved, *common, "--precision", "fp32")
     assert again.returncode == 0 and "already evaluated" in again.stderr
+    reused = json.loads((tmp_path / "eval" / "retrieval" / "report.json").read_text())
+    assert reused["model"] == reused["config"]["model"] == str(moved)  # points where the model is now
+    assert reused["languages"] == report["languages"]
 
     # --precision auto: the same question where it resolves to fp32, another one where it means bf16
     auto = run_cli("eval.retrieval", "--model", moved, *common, "--precision", "auto")
