@@ -104,8 +104,8 @@ def previous_report(task_dir: Path, config: Any, fingerprint: str, precision: st
         allowed.add("model")       # the files decide, wherever they are now
     if PRECISION_FIELD in report:
         allowed.add("precision")   # what it resolved to decides, compared below
-    differences = config_differences(_comparable(report.get("config", {})), _comparable(dataclasses.asdict(config)),
-                                     allowed=allowed,
+    saved, requested = _comparable(report.get("config", {})), _comparable(dataclasses.asdict(config))
+    differences = config_differences(saved, requested, allowed=allowed,
                                      defaults={field.name: default_of(field) for field in dataclasses.fields(config)})
     if report.get(FINGERPRINT_FIELD, fingerprint) != fingerprint:
         differences.append(f"the files of --model {config.model} differ from those it was made with")
@@ -114,7 +114,7 @@ def previous_report(task_dir: Path, config: Any, fingerprint: str, precision: st
     if differences:
         raise ValueError(f"{path} was made with another configuration ({'; '.join(differences)}): use another "
                          "--output-dir, or --overwrite to redo it (recipes: REEVALUATE=1)")
-    if _comparable(report.get("config", {})).get("model") != _comparable({"model": config.model})["model"]:
+    if saved.get("model") != requested["model"]:
         # the same files elsewhere: point the report at where they are now, so what reads the model's
         # records through it (eval.report's "4-bit weights" note, the speed measurement) finds them
         report["model"] = report["config"]["model"] = str(config.model)
