@@ -51,7 +51,7 @@ run_variant() {
                model="$(distill "${assistant}" "${run}" $(( STEPS - STEPS / 2 )) --objective minilm --teacher-layer -1 "${paper[@]}")" ;;
     none)      model="${run}/model"
                args_for student  # the shape, init and seed the distilled rows get
-               [[ -f "${model}/config.json" ]] || "${PYTHON}" -m mminilm.models.student "${STAGE_ARGS[@]}" --teacher "${TEACHER_DIR}" \
+               [[ -f "${model}/config.json" ]] || timed student_init "${run}" "${PYTHON}" -m mminilm.models.student "${STAGE_ARGS[@]}" --teacher "${TEACHER_DIR}" \
                  --output-dir "${run}" >/dev/null ;;
     *) die "VARIANTS: unknown variant '${variant}'" ;;
   esac
@@ -68,4 +68,5 @@ for seed in ${SEEDS}; do
 done
 for extra in ${REPEAT}; do run_variant "${extra%%:*}" "${extra##*:}"; table --no-speed; done
 table
+stage_summary > "${OUTPUT}/work.json"
 log "ablation done in $(( $(date +%s) - started )) s: ${OUTPUT}/ablation.md"

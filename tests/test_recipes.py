@@ -55,6 +55,9 @@ def test_tiny_preset_end_to_end(tmp_path, data_dir):
         assert (run / "eval" / "student" / chart).is_file(), chart
     summary = json.loads((run / "recipe_summary.json").read_text())
     assert summary["student"].endswith("student/model")
+    # where the time went, per stage (recipes/lib.sh `timed`): every stage that ran, and nothing stopped
+    assert set(summary["work"]["by_stage"]) == {"pretrain", "distill", "retrieval", "xnli", "mlqa", "contamination", "report"}
+    assert summary["work"]["stopped"] == [] and summary["work"]["by_stage"]["distill"] >= 1
     # a second run finds everything done and only rewrites the report
     again = _run("xlmr_to_small.sh", env, "--preset", "tiny")
     assert again.returncode == 0 and "already trained" in again.stderr
@@ -139,3 +142,5 @@ def test_ablation_smoke_all_variants_one_seed(tmp_path, data_dir):
     assert configs["ta"]["steps"] + json.loads(
         (tmp_path / "ablation" / "variants" / "ta" / "seed1" / "assistant" / "config.json").read_text())["steps"] == 30
     assert len({c["steps"] for v, c in configs.items() if v != "ta"}) == 1  # equal compute for every row
+    work = json.loads((tmp_path / "ablation" / "work.json").read_text())  # 8 rows + the ta assistant trained
+    assert sum(a["stage"] == "distill" for a in work["attempts"]) == 9 and work["stopped"] == []
