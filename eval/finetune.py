@@ -47,10 +47,10 @@ def finetune(model: torch.nn.Module, features: Mapping[str, torch.Tensor], setti
         raise ValueError("no training examples")
     steps_per_epoch = math.ceil(size / settings.batch_size)
     total_steps = max(1, math.ceil(steps_per_epoch * settings.epochs))
+    model.to(device).train()
     optimizer = adamw_without_decay_on_norms(model, settings.lr, settings.weight_decay)
     scheduler = linear_warmup_decay(optimizer, int(settings.warmup_ratio * total_steps), total_steps)
     generator = torch.Generator().manual_seed(settings.seed)
-    model.to(device).train()
     losses: list[float] = []
     log_path.parent.mkdir(parents=True, exist_ok=True)
     started = time.time()

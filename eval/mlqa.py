@@ -192,7 +192,7 @@ def run_mlqa(config: MlqaConfig) -> dict:
         text = json.dumps(predictions, ensure_ascii=False, indent=1)
         atomic_write_file(out / "predictions" / f"{name}.json", lambda tmp, t=text: tmp.write_text(t, encoding="utf-8"))
     report = {
-        "task": "mlqa", "model": str(model_dir), **computed_with(fingerprint, precision),
+        "task": "mlqa", "model": str(model_dir), **computed_with(fingerprint, precision, device),
         "languages": results,
         "average": {"f1": float(np.mean([r["f1"] for r in results.values()])),
                     "exact_match": float(np.mean([r["exact_match"] for r in results.values()]))},

@@ -32,6 +32,7 @@ from mminilm.models.trim_vocab import REPORT_FILE as TRIM_REPORT_FILE
 from mminilm.training.atomic import atomic_write_file
 from mminilm.training.precision import autocast_dtype
 from mminilm.training.run_dir import config_differences
+from mminilm.training.schedule import adamw_kernel
 
 from .data import data_root
 
@@ -80,12 +81,14 @@ def precision_used(device: torch.device, precision: str) -> str:
     return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[autocast_dtype(device, precision)]
 
 
-def computed_with(fingerprint: str, precision: str) -> dict[str, Any]:
+def computed_with(fingerprint: str, precision: str, fine_tuned_on: torch.device | None = None) -> dict[str, Any]:
     """What every evaluation report records about how its numbers were computed: the model files and
-    the precision decide whether a later request may reuse it; the thread count only explains why two
-    identical requests differ slightly (a different summation order changes fine-tuning's rounding:
-    the e5 teacher scored 61.8 with one thread and 62.6 with two, same seed and rows)."""
-    return {FINGERPRINT_FIELD: fingerprint, PRECISION_FIELD: precision, "torch_threads": torch.get_num_threads()}
+    the precision decide whether a later request may reuse it; the thread count and, for a task
+    that fine-tunes (on `fine_tuned_on`), the AdamW kernel only explain why two identical requests
+    differ slightly (a different summation order changes fine-tuning's rounding: the e5 teacher
+    scored 61.8 with one thread and 62.6 with two, same seed and rows)."""
+    return {FINGERPRINT_FIELD: fingerprint, PRECISION_FIELD: precision, "torch_threads": torch.get_num_threads(),
+            **({"adamw_kernel": adamw_kernel(fine_tuned_on.type)} if fine_tuned_on is not None else {})}
 
 
 def previous_report(task_dir: Path, config: Any, fingerprint: str, precision: str,

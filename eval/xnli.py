@@ -173,7 +173,7 @@ def run_xnli(config: XnliConfig) -> dict:
     averages = [sum(run["accuracy"].values()) / len(run["accuracy"]) for run in runs]
     train_seconds = [run["train_seconds"] for run in runs]
     report = {
-        "task": "xnli", "model": str(model_dir), **computed_with(fingerprint, precision),
+        "task": "xnli", "model": str(model_dir), **computed_with(fingerprint, precision, device),
         "protocol": protocol,
         "english_train": config.english_train if protocol == "offline" else None,
         "languages": results, "average": sum(averages) / len(averages),

@@ -37,6 +37,7 @@ def test_xnli_keeps_finished_runs_and_fine_tunes_only_the_missing_seeds(tmp_path
     # growing a one-run report gives what two runs at once give: the same runs, means and predictions
     assert report["languages"] == at_once["languages"] and report["average_runs"] == at_once["average_runs"]
     assert report["seeds"] == [42, 43] and (out / "xnli" / "train_log.seed43.jsonl").is_file()
+    assert report["adamw_kernel"] == "fused"  # CPU weights: what made the numbers is on record
     for lang in ("en", "de"):
         assert ((out / "xnli" / "predictions" / f"{lang}.jsonl").read_text()
                 == (tmp_path / "at-once" / "xnli" / "predictions" / f"{lang}.jsonl").read_text())
@@ -106,6 +107,7 @@ def test_the_same_model_files_elsewhere_and_precision_auto_are_matched_by_what_t
     assert run_cli("eval.retrieval", "--model", original, *common, "--precision", "fp32").returncode == 0
     report = json.loads((tmp_path / "eval" / "retrieval" / "report.json").read_text())
     assert report["precision_used"] == "fp32" and report["torch_threads"] == torch.get_num_threads()
+    assert "adamw_kernel" not in report  # retrieval trains nothing
 
     # the run dir moved, and a record beside the weights was rewritten: the same model
     moved = tmp_path / "elsewhere" / "model"

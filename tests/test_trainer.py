@@ -121,6 +121,7 @@ def test_killed_run_resumes_with_the_same_loss_sequence(tmp_path, teacher_dir, c
     a = XLMRobertaForMaskedLM.from_pretrained(reference / "model").state_dict()
     b = XLMRobertaForMaskedLM.from_pretrained(killed / "model").state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((killed / "summary.json").read_text())["adamw_kernel"] == "fused"  # kept through the resume
     # starting again without --resume would silently overwrite: refused with a clear message
     again = _distill(_args(teacher_dir, cc100_dir, killed))
     assert again.returncode == 2 and "pass --resume" in again.stderr

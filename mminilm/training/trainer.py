@@ -31,7 +31,7 @@ from mminilm.objectives import NEEDS_TEACHER_MLM_HEAD
 from mminilm.objectives.registry import Objective, build_objective
 from mminilm.training.run_dir import RunLock, prepare_run_dir
 from mminilm.training.run_logging import JsonlLog, setup_text_logger, tensorboard_writer
-from mminilm.training.schedule import adamw_without_decay_on_norms, linear_warmup_decay
+from mminilm.training.schedule import adamw_without_decay_on_norms, kernel_of, linear_warmup_decay
 from mminilm.models.student import StudentConfig, build_student, save_student
 
 
@@ -159,10 +159,11 @@ def setup(config: TrainConfig, context: DistributedContext) -> TrainingRun:
             if scan["invalid_utf8"] or scan["truncated_files"]:
                 logger.warning("corpus %s: %d invalid UTF-8 sequences (replaced), truncated shards: %s", lang,
                                scan["invalid_utf8"], ", ".join(scan["truncated_files"]) or "none")
-    logger.info("objective %s, student %s %d layers / hidden %d / %d heads (%.1fM parameters, init %s), %d process(es) on %s",
-                config.objective, student.config.model_type, student.config.num_hidden_layers, student.config.hidden_size,
-                student.config.num_attention_heads, sum(p.numel() for p in student.parameters()) / 1e6,
-                config.student_from or config.student_init, context.world_size, device)
+    logger.info("objective %s, student %s %d layers / hidden %d / %d heads (%.1fM parameters, init %s), %d process(es) "
+                "on %s, AdamW kernel %s", config.objective, student.config.model_type, student.config.num_hidden_layers,
+                student.config.hidden_size, student.config.num_attention_heads,
+                sum(p.numel() for p in student.parameters()) / 1e6, config.student_from or config.student_init,
+                context.world_size, device, kernel_of(run.optimizer))
     return run
 
 
@@ -307,7 +308,8 @@ def train(config: TrainConfig) -> Path:
                                  "distil_layers": config.distil_layers, "hidden_weight": config.hidden_weight})
         summary = {"steps": run.step, "tokens_per_language": dict(run.tokens_seen), "wall_time_s": time.time() - started,
                    "model_dir": str(model_dir), "student_init": config.student_from or config.student_init,
-                   "parameters": sum(p.numel() for p in run.student.parameters())}
+                   "parameters": sum(p.numel() for p in run.student.parameters()),
+                   "adamw_kernel": kernel_of(run.optimizer)}
         (run.output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         run.logger.info("saved %s", model_dir)
     if writer is not None:
