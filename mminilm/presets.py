@@ -93,7 +93,7 @@ KNOBS: dict[str, Knob] = {
                "mlqa --seed", read=True),
     "DEVICE": _k("auto = CUDA/MPS/CPU", "distill --device", "pretrain --device", "xnli --device", "mlqa --device",
                  "retrieval --device"),
-    "PRECISION": _k("auto = bf16 on CUDA with bf16 and on CPUs with AMX, fp32 elsewhere", "distill --precision",
+    "PRECISION": _k("auto = bf16 on CUDA with bf16 and on CPUs with AMX or AVX512-BF16, fp32 elsewhere", "distill --precision",
                     "pretrain --precision", "xnli --precision", "mlqa --precision", "retrieval --precision"),
     "PROBE_EVERY": _k("log retrieval top-1 every N distillation steps (the report's curve; 0 = off; "
                       "1000 when EVAL_DATA is set)", "distill --probe-every"),

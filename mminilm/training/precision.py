@@ -28,21 +28,28 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def cpu_has_native_bf16() -> bool:
-    """True on CPUs with AMX tiles (bf16 matrix units); torch exposes the check only privately."""
-    check = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    try:
-        return bool(check()) if check is not None else False
-    except RuntimeError:
-        return False
+    """True on CPUs whose instructions compute bf16 products: AMX tiles (Intel Sapphire Rapids and
+    later) or AVX512-BF16 (AMD Zen 4 and later, Intel Cooper Lake); torch exposes both checks only
+    privately. Without them oneDNN emulates bf16, slower than fp32."""
+    for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
+        check = getattr(torch.cpu, name, None)
+        try:
+            if check is not None and check():
+                return True
+        except RuntimeError:
+            continue
+    return False
 
 
 def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
     """The autocast dtype for `precision` on `device`, or None for plain fp32.
 
     "auto" means bf16 where the hardware computes it natively: CUDA with bf16 support, and CPUs
-    with AMX tiles (Intel Sapphire Rapids and later), where oneDNN's bf16 matmuls made a
-    teacher-forward + student-step 2.7x faster than fp32 on this project's 2-core machine. On other
-    CPUs bf16 is emulated and slower than fp32, so "auto" stays fp32 there (`bf16` forces it).
+    with AMX tiles or AVX512-BF16 (`cpu_has_native_bf16`). On this project's 2-core machines bf16
+    made a teacher-forward + student-step 2.7x faster than fp32 with AMX, and a distillation step
+    0.76x and a fine-tuning step 0.60x the fp32 time with AVX512-BF16 (AMD EPYC, Zen 4;
+    benchmarks/precision_step.py). On other CPUs bf16 is emulated and slower than fp32, so "auto"
+    stays fp32 there (`bf16` forces it).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
