@@ -24,7 +24,7 @@ from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
 from mminilm.training.atomic import atomic_write_file
 from mminilm.cli import parse_config
-from mminilm.training.precision import resolve_device
+from mminilm.training.precision import precision_used, resolve_device
 from mminilm.models.teacher import load_pretrained
 
 from mminilm.languages import MLQA_LANGUAGES
@@ -33,7 +33,7 @@ from .data import data_root, flatten_squad, load_squad, require_model_dir
 from .config import MlqaConfig
 from .finetune import batched_forward, finetune, seed_everything
 from .mlqa_scoring import evaluate
-from .previous import computed_with, model_fingerprint, precision_used, previous_report
+from .previous import computed_with, model_fingerprint, previous_report
 
 
 def clip_questions(tokenizer, records: list[dict[str, Any]], max_query_length: int) -> list[str]:

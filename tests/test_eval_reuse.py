@@ -10,7 +10,7 @@ import shutil
 import torch
 from transformers import AutoModelForMaskedLM
 
-from eval.previous import precision_used
+from mminilm.training.precision import precision_used
 from mminilm.models.student import DISTILLATION_FILE
 
 from test_eval_transfer import tiny_model_dirs  # noqa: F401  (the fixture)

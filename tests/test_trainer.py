@@ -16,6 +16,7 @@ import torch
 from transformers import XLMRobertaForMaskedLM
 
 from mminilm.training.checkpoint import latest_checkpoint
+from mminilm.training.precision import precision_used
 from mminilm.training.run_logging import read_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
@@ -121,7 +122,9 @@ def test_killed_run_resumes_with_the_same_loss_sequence(tmp_path, teacher_dir, c
     a = XLMRobertaForMaskedLM.from_pretrained(reference / "model").state_dict()
     b = XLMRobertaForMaskedLM.from_pretrained(killed / "model").state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert json.loads((killed / "summary.json").read_text())["adamw_kernel"] == "fused"  # kept through the resume
+    summary = json.loads((killed / "summary.json").read_text())
+    assert summary["adamw_kernel"] == "fused"  # kept through the resume
+    assert summary["precision_used"] == precision_used(torch.device("cpu"), "auto")  # what auto meant here
     # starting again without --resume would silently overwrite: refused with a clear message
     again = _distill(_args(teacher_dir, cc100_dir, killed))
     assert again.returncode == 2 and "pass --resume" in again.stderr

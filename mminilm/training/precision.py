@@ -66,6 +66,12 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype
     return torch.bfloat16 if precision == "bf16" else torch.float16
 
 
+def precision_used(device: torch.device, precision: str) -> str:
+    """What `--precision` means on this device ("auto" -> fp32 or bf16): the numbers depend on
+    that, and "auto" resolves differently on a machine with native bf16."""
+    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[autocast_dtype(device, precision)]
+
+
 def autocast_context(device: torch.device, precision: str = "auto") -> contextlib.AbstractContextManager:
     """torch.autocast for the chosen precision, or a no-op context for fp32."""
     dtype = autocast_dtype(device, precision)

@@ -23,7 +23,7 @@ from corpora.index import corpus_scan
 
 from mminilm.training.checkpoint import latest_checkpoint, load_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from mminilm.training.config import TrainConfig, save_config
-from mminilm.training.precision import autocast_context, autocast_dtype, resolve_device
+from mminilm.training.precision import autocast_context, autocast_dtype, precision_used, resolve_device
 from mminilm.training.distributed import (DistributedContext, average_gradients, barrier, broadcast_parameters, init_distributed,
                           mean_across_ranks, parameter_checksum, ranks_agree)
 from mminilm.models.teacher import check_compatible, load_pretrained, load_teacher
@@ -160,10 +160,10 @@ def setup(config: TrainConfig, context: DistributedContext) -> TrainingRun:
                 logger.warning("corpus %s: %d invalid UTF-8 sequences (replaced), truncated shards: %s", lang,
                                scan["invalid_utf8"], ", ".join(scan["truncated_files"]) or "none")
     logger.info("objective %s, student %s %d layers / hidden %d / %d heads (%.1fM parameters, init %s), %d process(es) "
-                "on %s, AdamW kernel %s", config.objective, student.config.model_type, student.config.num_hidden_layers,
+                "on %s, precision %s, AdamW kernel %s", config.objective, student.config.model_type, student.config.num_hidden_layers,
                 student.config.hidden_size, student.config.num_attention_heads,
                 sum(p.numel() for p in student.parameters()) / 1e6, config.student_from or config.student_init,
-                context.world_size, device, kernel_of(run.optimizer))
+                context.world_size, device, precision_used(device, config.precision), kernel_of(run.optimizer))
     return run
 
 
@@ -309,6 +309,7 @@ def train(config: TrainConfig) -> Path:
         summary = {"steps": run.step, "tokens_per_language": dict(run.tokens_seen), "wall_time_s": time.time() - started,
                    "model_dir": str(model_dir), "student_init": config.student_from or config.student_init,
                    "parameters": sum(p.numel() for p in run.student.parameters()),
+                   "precision_used": precision_used(run.context.device, config.precision),
                    "adamw_kernel": kernel_of(run.optimizer)}
         (run.output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         run.logger.info("saved %s", model_dir)
