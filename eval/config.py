@@ -34,6 +34,10 @@ class FinetuneSettings:
     # away from the other languages' rows that zero-shot transfer relies on; frozen, every
     # language keeps the alignment it had (and the step skips the largest matrix's optimiser work).
     freeze_word_embeddings: bool = False
+    # Batches of similar length (transformers' group_by_length: shuffle, sort within mega-batches of
+    # 50 batches): each batch is cut to its longest pair, so less padding is computed. It changes
+    # which pairs share a batch, hence the result; off by default, so every number keeps its protocol.
+    group_by_length: bool = False
 
 
 @dataclass(kw_only=True)
@@ -55,11 +59,14 @@ class TransferConfig:
     precision: str = option(FinetuneSettings.precision, "autocast: auto = bf16 where supported", choices=PRECISIONS)
     freeze_word_embeddings: bool = option(FinetuneSettings.freeze_word_embeddings,
                                           "keep the word-embedding matrix fixed while fine-tuning on English")
+    group_by_length: bool = option(FinetuneSettings.group_by_length,
+                                   "fine-tune on batches of similar length (less padding, other batches)")
     overwrite: bool = option(False, OVERWRITE_HELP)
 
     def finetune_settings(self) -> "FinetuneSettings":
         return FinetuneSettings(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, seed=self.seed,
-                                precision=self.precision, freeze_word_embeddings=self.freeze_word_embeddings)
+                                precision=self.precision, freeze_word_embeddings=self.freeze_word_embeddings,
+                                group_by_length=self.group_by_length)
 
 
 PROTOCOLS = ("auto", "standard", "offline", "xnli-dev-split")

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from mminilm.training.precision import autocast_context
 from mminilm.training.schedule import adamw_without_decay_on_norms, linear_warmup_decay
@@ -61,7 +62,7 @@ def finetune(model: torch.nn.Module, features: Mapping[str, torch.Tensor], setti
         for step in range(total_steps):
             position = (step % steps_per_epoch) * settings.batch_size
             if step % steps_per_epoch == 0:
-                order = torch.randperm(size, generator=generator)
+                order = epoch_order(features, settings, generator)
             rows = order[position: position + settings.batch_size]
             batch = {name: tensor.to(device) for name, tensor in trim_padding(features, rows).items()}
             with autocast_context(device, settings.precision):
@@ -90,6 +91,18 @@ def finetune(model: torch.nn.Module, features: Mapping[str, torch.Tensor], setti
         model.load_state_dict(best_state)
     model.eval()
     return losses
+
+
+def epoch_order(features: Mapping[str, torch.Tensor], settings: FinetuneSettings,
+                generator: torch.Generator) -> torch.Tensor:
+    """The rows of one epoch in training order: a seeded shuffle or, with `group_by_length`,
+    transformers' length-grouped order (shuffled, then sorted by real length within mega-batches of
+    up to 50 batches, the longest batch first), so that `trim_padding` cuts each batch short."""
+    size = len(next(iter(features.values())))
+    if not settings.group_by_length or "attention_mask" not in features:
+        return torch.randperm(size, generator=generator)
+    lengths = features["attention_mask"].sum(dim=1).tolist()
+    return torch.tensor(get_length_grouped_indices(lengths, settings.batch_size, generator=generator))
 
 
 def trim_padding(features: Mapping[str, torch.Tensor], rows: torch.Tensor | slice) -> dict[str, torch.Tensor]:

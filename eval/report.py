@@ -137,7 +137,7 @@ def task_rows(student: dict[str, Any], teacher: dict[str, Any] | None, task: str
 
 
 FINE_TUNING_FIELDS = ("english_train", "epochs", "lr", "batch_size", "max_length", "max_train_examples", "seed",
-                      "runs", "freeze_word_embeddings")
+                      "runs", "freeze_word_embeddings", "group_by_length")
 
 
 def fine_tuning_mismatch(student: dict, teacher: dict) -> list[str]:

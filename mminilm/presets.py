@@ -109,6 +109,8 @@ KNOBS: dict[str, Knob] = {
     "EVAL_BATCH": _k("fine-tuning batch size, XNLI and MLQA", "xnli --batch-size", "mlqa --batch-size"),
     "FREEZE_WORD_EMBEDDINGS": _k("1 = keep the word embeddings fixed while fine-tuning on English",
                                  "xnli --freeze-word-embeddings", "mlqa --freeze-word-embeddings", boolean=True),
+    "GROUP_BY_LENGTH": _k("1 = fine-tune on batches of similar length (less padding computed, other batches)",
+                          "xnli --group-by-length", "mlqa --group-by-length", boolean=True),
     "REEVALUATE": _k("1 = redo every evaluation OUTPUT holds (needed when they were made with other options or "
                      "model files: without it that is an error naming the fields)",
                      "xnli --overwrite", "mlqa --overwrite", "retrieval --overwrite", boolean=True),

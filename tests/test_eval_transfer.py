@@ -300,3 +300,25 @@ def test_report_provenance_says_how_the_student_was_distilled(tmp_path):
                                          "450 steps"]
     (tmp_path / "distillation.json").write_text(json.dumps(record))  # saved before the layer map existed
     assert provenance(str(tmp_path)) == ["minilm from t, student init teacher, 450 steps"]
+
+
+def test_length_grouped_epochs_visit_every_pair_once_and_compute_less_padding(data_dir, tokenizer):
+    from eval.finetune import FinetuneSettings, epoch_order, trim_padding
+    from eval.xnli import _encode
+
+    config = XnliConfig(model="-", output_dir="-", data_dir=str(data_dir), languages=["en"])
+    train, _, _ = load_splits(config)
+    features = _encode(tokenizer, train, max_length=128, with_labels=True)  # the 2490 XNLI en dev pairs
+
+    def computed_tokens(order: torch.Tensor, batch_size: int = 32) -> int:
+        return sum(trim_padding(features, order[start: start + batch_size])["input_ids"].numel()
+                   for start in range(0, len(order), batch_size))
+
+    shuffled = epoch_order(features, FinetuneSettings(), torch.Generator().manual_seed(42))
+    grouped = epoch_order(features, FinetuneSettings(group_by_length=True), torch.Generator().manual_seed(42))
+    again = epoch_order(features, FinetuneSettings(group_by_length=True), torch.Generator().manual_seed(42))
+    assert sorted(grouped.tolist()) == list(range(2490)) and torch.equal(grouped, again)  # a seeded permutation
+    assert not torch.equal(grouped, shuffled)
+    real = int(features["attention_mask"].sum())
+    # random batches compute well over the real tokens; grouped ones barely more
+    assert computed_tokens(shuffled) > 1.3 * real and computed_tokens(grouped) < 1.1 * real
