@@ -15,18 +15,16 @@ slows both alike; reported: the median over the measured steps.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import sys
 import time
 
 import torch
-from transformers import BertConfig, BertForSequenceClassification
+from transformers import BertForSequenceClassification
 
+from _shared import TRIMMED_E5_VOCAB, e5_small_config, write_report
 from mminilm.training.schedule import adamw_without_decay_on_norms, kernel_of
 
-TRIMMED_E5_VOCAB = 117_080  # the e5-small teacher trimmed to the 15 XNLI languages (README, Vocabulary trimming)
 SHAPES = {  # name: (layers, batch, tokens); XNLI pairs are ~60 tokens once padding is cut
     "student_L6": (6, 32, 64),
     "teacher_L12": (12, 32, 64),
@@ -42,9 +40,7 @@ def _optimizers(model: torch.nn.Module) -> dict[str, torch.optim.Optimizer]:
 
 def measure(layers: int, batch: int, tokens: int, steps: int) -> dict:
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=TRIMMED_E5_VOCAB, hidden_size=384, num_hidden_layers=layers, num_attention_heads=12,
-                        intermediate_size=1536, pad_token_id=1, num_labels=3)
-    model = BertForSequenceClassification(config).train()
+    model = BertForSequenceClassification(e5_small_config(layers, num_labels=3)).train()
     optimizers = _optimizers(model)
     ids = torch.randint(5, TRIMMED_E5_VOCAB, (batch, tokens), generator=torch.Generator().manual_seed(0))
     labels = torch.randint(0, 3, (batch,), generator=torch.Generator().manual_seed(1))
@@ -77,13 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
     results = {name: measure(*SHAPES[name], steps=args.steps) for name in args.shapes}
-    report = {"benchmark": "optimizer_step", "torch": torch.__version__, "threads": torch.get_num_threads(),
-              "machine": platform.processor() or platform.machine(), "results": results}
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.output:
-        with open(args.output, "w") as handle:
-            handle.write(text + "\n")
+    write_report("optimizer_step", results, args.output)
     return 0
 
 

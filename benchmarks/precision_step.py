@@ -22,27 +22,20 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
-import platform
 import statistics
 import sys
 import time
 from collections.abc import Callable
 
 import torch
-from transformers import BertConfig, BertForSequenceClassification, BertModel
+from transformers import BertForSequenceClassification, BertModel
 
+from _shared import TRIMMED_E5_VOCAB, e5_small_config, write_report
 from mminilm.objectives.registry import build_objective
 from mminilm.training.precision import cpu_has_native_bf16
 from mminilm.training.schedule import adamw_without_decay_on_norms
 
-TRIMMED_E5_VOCAB = 117_080  # the e5-small teacher trimmed to the 15 XNLI languages (README, Vocabulary trimming)
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
-
-
-def _config(layers: int, **extra) -> BertConfig:
-    return BertConfig(vocab_size=TRIMMED_E5_VOCAB, hidden_size=384, num_hidden_layers=layers, num_attention_heads=12,
-                      intermediate_size=1536, pad_token_id=1, **extra)
 
 
 def _autocast(dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
@@ -55,7 +48,7 @@ def _ids(batch: int, tokens: int) -> torch.Tensor:
 
 def distill_step(batch: int, tokens: int) -> tuple[Callable[[torch.dtype | None], None], dict]:
     torch.manual_seed(0)
-    teacher, student = BertModel(_config(12)), BertModel(_config(6))
+    teacher, student = BertModel(e5_small_config(12)), BertModel(e5_small_config(6))
     objective = build_objective("minilm", student, teacher, None, torch.Generator(), layer_map="uniform",
                                 hidden_weight=5.0).train()
     optimizer = adamw_without_decay_on_norms(student, 1e-4, 0.01)
@@ -74,7 +67,7 @@ def distill_step(batch: int, tokens: int) -> tuple[Callable[[torch.dtype | None]
 
 def finetune_step(layers: int, batch: int, tokens: int) -> tuple[Callable[[torch.dtype | None], None], dict]:
     torch.manual_seed(0)
-    model = BertForSequenceClassification(_config(layers, num_labels=3)).train()
+    model = BertForSequenceClassification(e5_small_config(layers, num_labels=3)).train()
     optimizer = adamw_without_decay_on_norms(model, 1e-4, 0.01)
     ids, labels = _ids(batch, tokens), torch.randint(0, 3, (batch,), generator=torch.Generator().manual_seed(1))
 
@@ -118,14 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     cpu = {"avx512_bf16": bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()),
            "amx": bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()),
            "capability": torch.backends.cpu.get_cpu_capability(), "auto_picks_bf16": cpu_has_native_bf16()}
-    report = {"benchmark": "precision_step", "torch": torch.__version__, "threads": torch.get_num_threads(),
-              "machine": platform.processor() or platform.machine(), "cpu": cpu,
-              "results": {name: measure(name, args.repeats) for name in args.steps}}
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.output:
-        with open(args.output, "w") as handle:
-            handle.write(text + "\n")
+    write_report("precision_step", {name: measure(name, args.repeats) for name in args.steps}, args.output, cpu=cpu)
     return 0
 
 
