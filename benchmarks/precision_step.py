@@ -32,7 +32,7 @@ from transformers import BertForSequenceClassification, BertModel
 
 from _shared import TRIMMED_E5_VOCAB, e5_small_config, write_report
 from mminilm.objectives.registry import build_objective
-from mminilm.training.precision import cpu_has_native_bf16
+from mminilm.training.precision import cpu_bf16_units, cpu_has_native_bf16
 from mminilm.training.schedule import adamw_without_decay_on_norms
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
@@ -108,9 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="measured steps per precision (after one warm-up)")
     parser.add_argument("--output", default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
-    cpu = {"avx512_bf16": bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()),
-           "amx": bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()),
-           "capability": torch.backends.cpu.get_cpu_capability(), "auto_picks_bf16": cpu_has_native_bf16()}
+    cpu = {**cpu_bf16_units(), "capability": torch.backends.cpu.get_cpu_capability(),
+           "auto_picks_bf16": cpu_has_native_bf16()}
     write_report("precision_step", {name: measure(name, args.repeats) for name in args.steps}, args.output, cpu=cpu)
     return 0
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mminilm.training.precision import autocast_dtype, cpu_has_native_bf16, precision_used
+from mminilm.training.precision import autocast_dtype, cpu_bf16_units, cpu_has_native_bf16, precision_used
 
 CPUINFO = Path("/proc/cpuinfo")
 
@@ -19,6 +19,7 @@ def test_auto_means_bf16_exactly_where_the_kernel_reports_amx_or_avx512_bf16():
     flags = {flag for line in CPUINFO.read_text().splitlines() if line.startswith("flags")
              for flag in line.split(":", 1)[1].split()}
     native = bool(flags & {"avx512_bf16", "amx_tile"})
+    assert cpu_bf16_units() == {unit: unit in flags for unit in ("amx_tile", "avx512_bf16")}
     assert cpu_has_native_bf16() is native
     cpu = torch.device("cpu")
     assert autocast_dtype(cpu, "auto") == (torch.bfloat16 if native else None)

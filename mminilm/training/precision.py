@@ -27,18 +27,27 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
-def cpu_has_native_bf16() -> bool:
-    """True on CPUs whose instructions compute bf16 products: AMX tiles (Intel Sapphire Rapids and
-    later) or AVX512-BF16 (AMD Zen 4 and later, Intel Cooper Lake); torch exposes both checks only
-    privately. Without them oneDNN emulates bf16, slower than fp32."""
-    for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
+# The CPU's bf16 units, by the name of torch's (private) check for each.
+CPU_BF16_CHECKS = {"amx_tile": "_is_amx_tile_supported", "avx512_bf16": "_is_avx512_bf16_supported"}
+
+
+def cpu_bf16_units() -> dict[str, bool]:
+    """Which bf16 units this CPU has: AMX tiles (Intel Sapphire Rapids and later), AVX512-BF16
+    (e.g. AMD EPYC with AVX-512, Intel Cooper Lake). A check this torch lacks counts as absent."""
+    units = {}
+    for unit, name in CPU_BF16_CHECKS.items():
         check = getattr(torch.cpu, name, None)
         try:
-            if check is not None and check():
-                return True
+            units[unit] = bool(check()) if check is not None else False
         except RuntimeError:
-            continue
-    return False
+            units[unit] = False
+    return units
+
+
+def cpu_has_native_bf16() -> bool:
+    """True on CPUs whose instructions compute bf16 products (`cpu_bf16_units`); without them
+    oneDNN emulates bf16, slower than fp32."""
+    return any(cpu_bf16_units().values())
 
 
 def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
@@ -46,9 +55,9 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype
 
     "auto" means bf16 where the hardware computes it natively: CUDA with bf16 support, and CPUs
     with AMX tiles or AVX512-BF16 (`cpu_has_native_bf16`). On this project's 2-core machines bf16
-    made a teacher-forward + student-step 2.7x faster than fp32 with AMX, and a distillation step
-    0.76x and a fine-tuning step 0.60x the fp32 time with AVX512-BF16 (AMD EPYC, Zen 4;
-    benchmarks/precision_step.py). On other CPUs bf16 is emulated and slower than fp32, so "auto"
+    made a teacher-forward + student-step 2.7x faster than fp32 with AMX; with AVX512-BF16 (AMD
+    EPYC) a distillation step took 0.61x and a fine-tuning step 0.64-0.68x the fp32 time
+    (benchmarks/precision_step.py, docs/results/precision_step.json). On other CPUs bf16 is emulated and slower than fp32, so "auto"
     stays fp32 there (`bf16` forces it).
     """
     if precision not in PRECISIONS:
