@@ -149,6 +149,21 @@ def test_chance_level_is_flagged():
     assert chance_warnings(real, "xnli") == [] and chance_warnings(at_chance, "mlqa") == []
 
 
+def test_untrained_mlqa_is_flagged():
+    from eval.report import MLQA_UNTRAINED_F1, untrained_warnings
+
+    def rows(student_f1, teacher_f1):
+        return task_rows({"languages": {"en": {"f1": student_f1, "n": 100}}},
+                         None if teacher_f1 is None else {"languages": {"en": {"f1": teacher_f1, "n": 100}}}, "mlqa")
+
+    floor = rows(10.0, 10.1)  # the e5-small preset's 500-question MLQA: both on the floor
+    assert len(untrained_warnings(floor, "mlqa")) == 1 and "teacher's MLQA average F1 (10.1)" in untrained_warnings(floor, "mlqa")[0]
+    assert untrained_warnings(rows(15.0, 60.0), "mlqa") == []             # a trained teacher: the student's gap is real
+    assert len(untrained_warnings(rows(MLQA_UNTRAINED_F1 - 1, None), "mlqa")) == 1  # no teacher: the student decides
+    assert untrained_warnings(rows(MLQA_UNTRAINED_F1, None), "mlqa") == []
+    assert untrained_warnings(task_rows({"languages": {"en": {"accuracy": 34.0, "n": 10}}}, None, "xnli"), "xnli") == []
+
+
 def test_report_rows_retention():
     student = {"languages": {"en": {"accuracy": 60.0, "n": 10}, "de": {"accuracy": 45.0, "n": 10}}}
     teacher = {"languages": {"en": {"accuracy": 80.0, "n": 10}, "de": {"accuracy": 50.0, "n": 10}}}
