@@ -126,8 +126,11 @@ def embed(model: torch.nn.Module, tokenizer, sentences: Sequence[str], layers: S
     """L2-normalised mean-pooled hidden states, shape (len(layers), len(sentences), hidden), fp32 on CPU.
 
     `layers` index `hidden_states` (0 = embeddings, -1 = last layer). Sentences run longest
-    first in batches cut to their longest real sequence, then are put back in order.
+    first in batches cut to their longest real sequence, then are put back in order. Only the
+    encoder runs: a student being distilled is a masked-LM model, and its head over the whole
+    vocabulary (117k rows trimmed) made each probe during training ~5x slower than the encoder alone.
     """
+    model = getattr(model, "base_model", model)
     was_training = model.training
     model.eval()
     encoded = tokenizer(list(sentences), truncation=True, max_length=max_length, padding="max_length",
