@@ -186,6 +186,15 @@ def chance_warnings(rows: list[dict[str, Any]], task: str) -> list[str]:
     return warnings
 
 
+def fine_tuning_note(report: dict) -> str:
+    """The fine-tuning choices a reader needs next to the numbers (both change what was trained
+    on and in which batches; the mismatch check makes sure the teacher had the same)."""
+    config = report.get("config", {})
+    notes = (["word embeddings frozen while fine-tuning"] if config.get("freeze_word_embeddings") else []) + \
+            (["length-grouped batches"] if config.get("group_by_length") else [])
+    return "".join(f", {note}" for note in notes)
+
+
 # Below this average F1 an MLQA model has not learned extractive QA: predicted spans still overlap
 # the answers by a few tokens. Every model the e5-small preset fine-tuned on 500-1000 English
 # questions for one epoch scored 6-16 F1 per language, the teacher as much as students distilled
@@ -331,8 +340,7 @@ def write_report(student_dir: str | os.PathLike, teacher_dir: str | os.PathLike 
         protocol = report["tasks"][task]["protocol"]
         if student.get("english_train"):
             protocol += f", fine-tuned on {student['english_train']}"
-        if student.get("config", {}).get("freeze_word_embeddings"):
-            protocol += ", word embeddings frozen while fine-tuning"
+        protocol += fine_tuning_note(student)
         protocol += runs_note(student, teacher)
         warnings = chance_warnings(rows, task) + untrained_warnings(rows, task) + (fine_tuning_mismatch(student, teacher) if teacher else [])
         report["tasks"][task]["warnings"] = warnings

@@ -164,6 +164,16 @@ def test_untrained_mlqa_is_flagged():
     assert untrained_warnings(task_rows({"languages": {"en": {"accuracy": 34.0, "n": 10}}}, None, "xnli"), "xnli") == []
 
 
+def test_report_names_the_fine_tuning_choices():
+    from eval.report import fine_tuning_note
+
+    assert fine_tuning_note({"config": {"freeze_word_embeddings": True, "group_by_length": True}}) == \
+        ", word embeddings frozen while fine-tuning, length-grouped batches"
+    assert fine_tuning_note({"config": {"freeze_word_embeddings": False, "group_by_length": True}}) == ", length-grouped batches"
+    assert fine_tuning_note({"config": {"freeze_word_embeddings": False, "group_by_length": False}}) == ""
+    assert fine_tuning_note({}) == ""  # reports written before these options existed
+
+
 def test_report_rows_retention():
     student = {"languages": {"en": {"accuracy": 60.0, "n": 10}, "de": {"accuracy": 45.0, "n": 10}}}
     teacher = {"languages": {"en": {"accuracy": 80.0, "n": 10}, "de": {"accuracy": 50.0, "n": 10}}}
