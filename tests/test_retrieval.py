@@ -69,7 +69,7 @@ def test_embedding_a_masked_lm_student_runs_its_encoder_only(tokenizer):
     assert head_calls == []
     encoder_only = embed(student.roberta, tokenizer, sentences, [-1, 0], torch.device("cpu"), precision="fp32")
     assert vectors.shape == (2, 3, 64) and torch.equal(vectors, encoder_only)
-    assert student.training  # its mode is restored for the next training step
+    assert student.roberta.training  # the encoder it switched to eval mode is back in training mode
 
 
 @pytest.mark.slow  # the real 12-layer teacher embeds 2 x 15 languages: an integration test
